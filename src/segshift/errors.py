@@ -1,0 +1,21 @@
+"""Exceptions that carry a message meant for the user: what went wrong and where."""
+
+
+class SegshiftError(Exception):
+    """Base class for errors the command line reports without a traceback."""
+
+
+class ConfigError(SegshiftError, ValueError):
+    """A configuration key is unknown, mistyped or inconsistent; the message names the key."""
+
+
+class DataError(SegshiftError, RuntimeError):
+    """A dataset file is missing, unreadable or inconsistent; the message names the file."""
+
+
+class CheckpointError(SegshiftError, RuntimeError):
+    """A checkpoint is missing, corrupt or does not fit the model."""
+
+
+class TrainingError(SegshiftError, RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite)."""

@@ -19,3 +19,10 @@ class CheckpointError(SegshiftError, RuntimeError):
 
 class TrainingError(SegshiftError, RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite)."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A dataset, model or method name is not registered; the message suggests the closest."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -16,6 +16,8 @@ import difflib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from segshift.errors import UnknownNameError
+
 T = TypeVar("T", bound=Callable[..., Any])
 
 
@@ -45,7 +47,7 @@ class Registry:
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._builders:
             known = sorted(self._builders)
-            raise KeyError(
+            raise UnknownNameError(
                 f"unknown {self.kind} '{name}'{did_you_mean(name, known)}; "
                 f"known: {', '.join(known)}"
             )

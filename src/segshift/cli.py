@@ -1,0 +1,208 @@
+"""The ``segshift`` command line: train, eval, predict, data, config, list, demo.
+
+Examples::
+
+    segshift train configs/demo/source_only.yaml train.iters=2000 model.encoder=resnet18
+    segshift train --resume runs/source_only
+    segshift eval runs/source_only --flip
+    segshift predict photos/ --checkpoint runs/source_only --out preds/
+    segshift data synthcity --out data/sim --style sim --n 200 --size 128x160 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from segshift.errors import SegshiftError
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["whole", "slide"], help="inference mode")
+    parser.add_argument("--crop", help="sliding-window crop HxW")
+    parser.add_argument("--stride", help="sliding-window stride HxW")
+    parser.add_argument("--flip", action="store_true", help="horizontal-flip TTA")
+    parser.add_argument("--scales", help="multi-scale TTA, e.g. 0.75,1,1.25")
+
+
+def _inference_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = []
+    if args.mode:
+        overrides.append(f"eval.mode={args.mode}")
+    if args.crop:
+        overrides.append(f"eval.crop_size=[{args.crop.replace('x', ',')}]")
+    if args.stride:
+        overrides.append(f"eval.stride=[{args.stride.replace('x', ',')}]")
+    if args.flip:
+        overrides.append("eval.flip=true")
+    if args.scales:
+        overrides.append(f"eval.scales=[{args.scales}]")
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segshift", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a method from a config")
+    train.add_argument("config", nargs="?", help="YAML file or packaged config name")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.iters=100")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+
+    ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
+    ev.add_argument("target", help="run directory, checkpoint file, or config (with --checkpoint)")
+    ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.val.root=...")
+    ev.add_argument("--checkpoint", help="checkpoint when TARGET is a config")
+    ev.add_argument("--out", help="directory for metrics.csv/json (default: RUN_DIR/eval)")
+    _add_inference_options(ev)
+
+    pred = sub.add_parser("predict", help="write colour masks and overlays for images")
+    pred.add_argument("images", nargs="+", help="image files or directories")
+    pred.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
+    pred.add_argument("--out", required=True, help="output directory")
+    _add_inference_options(pred)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synthcity", help="generate procedural street scenes")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--style", choices=["sim", "photo"], required=True)
+    synth.add_argument("--n", type=int, required=True)
+    synth.add_argument("--size", default="128x160", help="HxW")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=1)
+
+    show = sub.add_parser("config", help="print the resolved config")
+    show.add_argument("config")
+    show.add_argument("overrides", nargs="*")
+
+    sub.add_parser("list", help="list registered datasets, models and methods")
+
+    demo = sub.add_parser("demo", help="synthcity sim -> photo: source-only vs oracle")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--iters", type=int, default=None, help="training iterations per model")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from segshift.config import load_config
+    from segshift.engine.trainer import Trainer
+
+    if args.resume:
+        config = Path(args.resume) / "config.yaml"
+        overrides = ([args.config] if args.config else []) + args.overrides
+        cfg = load_config(config, overrides)
+    elif args.config:
+        cfg = load_config(args.config, args.overrides)
+    else:
+        raise SegshiftError("train needs a CONFIG or --resume RUN_DIR")
+    metrics = Trainer(cfg).fit()
+    if "miou" in metrics:
+        print(f"final mIoU: {100 * metrics['miou']:.2f}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from segshift.config import load_config
+    from segshift.engine.checkpoint import load_checkpoint
+    from segshift.engine.restore import config_from_checkpoint, find_checkpoint
+    from segshift.engine.trainer import Trainer, load_method_state
+    from segshift.evaluation import MetricsTable
+
+    overrides = args.overrides + _inference_overrides(args)
+    target = Path(args.target)
+    if target.suffix in (".yaml", ".yml"):
+        if not args.checkpoint:
+            raise SegshiftError("eval CONFIG needs --checkpoint RUN_DIR_OR_FILE")
+        cfg = load_config(target, overrides)
+        state, origin = load_checkpoint(find_checkpoint(args.checkpoint))
+    else:
+        cfg, state, origin = config_from_checkpoint(target, overrides)
+    if cfg.data.val is None:
+        raise SegshiftError("nothing to evaluate on: set data.val (e.g. data.val.root=...)")
+    cfg.model.encoder_weights = None  # the checkpoint holds the trained weights
+    trainer = Trainer(cfg)
+    load_method_state(trainer.method, state["method"], origin)
+    result = trainer.evaluate(progress=sys.stderr.isatty())
+    if trainer.fabric.global_rank != 0:
+        return
+    table = MetricsTable(result, trainer.label_space.class_names)
+    print(table.arrow())
+    print()
+    print(table.grid())
+    out = Path(args.out) if args.out else origin.parent.parent / "eval"
+    table.to_csv(out / "metrics.csv")
+    table.to_json(out / "metrics.json")
+    print(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from segshift.pipeline.predict import predict_images
+
+    written = predict_images(
+        args.images, args.checkpoint, args.out, overrides=_inference_overrides(args)
+    )
+    print(f"wrote {len(written)} predictions to {args.out}")
+
+
+def _data(args: argparse.Namespace) -> None:
+    from segshift.data.synthcity import generate, parse_size
+
+    out = generate(
+        args.out,
+        style=args.style,
+        n=args.n,
+        size=parse_size(args.size),
+        seed=args.seed,
+        workers=args.workers,
+    )
+    print(f"wrote {args.n} {args.style} scenes to {out}")
+
+
+def _config(args: argparse.Namespace) -> None:
+    from omegaconf import OmegaConf
+
+    from segshift.config import load_config
+
+    print(OmegaConf.to_yaml(load_config(args.config, args.overrides)), end="")
+
+
+def _list(_: argparse.Namespace) -> None:
+    import segshift.data  # noqa: F401  (registers datasets)
+    import segshift.methods  # noqa: F401  (registers methods)
+    import segshift.models  # noqa: F401  (registers models)
+    from segshift.registry import DATASETS, METHODS, MODELS
+
+    for registry in (DATASETS, MODELS, METHODS):
+        print(f"{registry.kind}s: {', '.join(registry.names())}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from segshift.pipeline.demo import run_demo
+
+    run_demo(args.out, iters=args.iters)
+
+
+COMMANDS = {
+    "train": _train,
+    "eval": _eval,
+    "predict": _predict,
+    "data": _data,
+    "config": _config,
+    "list": _list,
+    "demo": _demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except SegshiftError as err:
+        print(f"segshift {args.command}: error: {err}", file=sys.stderr)
+        return 143 if type(err).__name__ == "TrainingInterrupted" else 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

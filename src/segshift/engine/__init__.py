@@ -1,0 +1,1 @@
+"""Training engine: trainer loop, streams, schedules, checkpoints, logs."""

@@ -1,0 +1,391 @@
+"""The iteration-based trainer: streams in, method step, optimizers, evaluation, checkpoints.
+
+Devices, precision (AMP bf16/fp16) and distribution (DDP, launched with ``torchrun``; gloo on
+CPU) come from Lightning Fabric. The method (``segshift.methods.base.Method``) is found through
+the registry and owns its networks; the trainer only runs the loop::
+
+    trainer = Trainer(load_config("configs/demo/source_only.yaml"))
+    metrics = trainer.fit()
+
+A run directory holds ``config.yaml`` (resolved), ``log.jsonl``, ``tb/``, ``checkpoints/latest.pt``
+(+ ``latest.prev.pt``), ``checkpoints/best.pt`` and ``export/`` (safetensors + config.json).
+Resume is exact: model, optimizers, schedulers, AMP scaler, EMA teachers (part of the method),
+RNG states, stream positions and the step all come back.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning_fabric import Fabric
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
+
+from segshift.config import check_required, save_config
+from segshift.data import build_dataset
+from segshift.engine.checkpoint import export_weights, load_checkpoint, save_checkpoint
+from segshift.engine.loaders import Stream, shard_indices
+from segshift.engine.logging import RunLogger
+from segshift.engine.schedules import build_scheduler
+from segshift.errors import CheckpointError, ConfigError, SegshiftError, TrainingError
+from segshift.evaluation import evaluate
+from segshift.registry import METHODS
+
+
+class TrainingInterrupted(SegshiftError):
+    """A signal asked training to stop; a checkpoint was written first."""
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    return Path(cfg.output_dir) / cfg.name
+
+
+def capture_rng() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_fabric(cfg: DictConfig) -> Fabric:
+    train = cfg.train
+    fabric = Fabric(
+        accelerator=train.accelerator,
+        devices=train.devices,
+        num_nodes=train.num_nodes,
+        strategy=train.strategy,
+        precision=train.precision,
+    )
+    fabric.launch()
+    return fabric
+
+
+def build_method(cfg: DictConfig, num_classes: int) -> Any:
+    return METHODS.build(cfg.method.name, cfg=cfg, num_classes=num_classes)
+
+
+def load_method_state(method: torch.nn.Module, state: dict[str, Any], origin: Path) -> None:
+    """Load a method's weights, turning a mismatch into an error naming the file."""
+    try:
+        method.load_state_dict(state)
+    except RuntimeError as err:
+        summary = " ".join(str(err).split())[:600]
+        raise CheckpointError(
+            f"checkpoint {origin} does not fit this model/method (was it written for another "
+            f"model or config?): {summary}"
+        ) from None
+
+
+class Trainer:
+    """Runs one training configuration in its run directory (see the module docstring)."""
+
+    def __init__(self, cfg: DictConfig, fabric: Fabric | None = None) -> None:
+        check_required(cfg)
+        self.cfg = cfg
+        self.fabric = fabric or make_fabric(cfg)
+        self.run_dir = run_dir_of(cfg)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.fabric.seed_everything(cfg.seed, workers=False, verbose=False)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        val_cfg = cfg.data.val
+        self.val_set = build_dataset(val_cfg, train=False) if val_cfg is not None else None
+        self.label_space = self._label_space()
+        self.num_classes = self.label_space.num_classes
+        self.method = build_method(cfg, self.num_classes)
+        self.module = self.fabric.setup_module(self.method)
+        self.streams: dict[str, Stream] = {}
+        self.optimizers: dict[str, Any] = {}
+        self.schedulers: dict[str, Any] = {}
+        self.step = 0
+        self.best: dict[str, Any] = {"miou": -math.inf, "step": -1}
+        self.nonfinite = 0
+        self._stop_signal: str | None = None
+
+    # ----------------------------------------------------------------- set-up
+    def _label_space(self) -> Any:
+        sets = [self.val_set] if self.val_set is not None else []
+        for name, stream_cfg in self.cfg.data.streams.items():
+            if stream_cfg.labeled:
+                sets.append(build_dataset(stream_cfg, train=False))
+                break
+        if not sets:
+            raise ConfigError("no labeled dataset to take the label space from: set data.val")
+        return sets[0].label_space
+
+    def setup_training(self) -> None:
+        """Build the data streams, optimizers and schedulers (not needed for evaluation)."""
+        if self.optimizers:
+            return
+        cfg = self.cfg
+        self.streams = self._build_streams()
+        optimizers = self.method.configure_optimizers()
+        self.schedulers = {
+            name: build_scheduler(
+                opt,
+                name=cfg.schedule.name,
+                total_iters=cfg.train.iters,
+                power=cfg.schedule.power,
+                warmup_iters=cfg.schedule.warmup_iters,
+                warmup_ratio=cfg.schedule.warmup_ratio,
+                min_lr=cfg.schedule.min_lr,
+                base_lr=cfg.optim.lr,
+            )
+            for name, opt in optimizers.items()
+        }
+        wrapped = self.fabric.setup_optimizers(*optimizers.values())
+        wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
+        self.optimizers = dict(zip(optimizers, wrapped))
+
+    def _build_streams(self) -> dict[str, Stream]:
+        streams = {}
+        for index, name in enumerate(self.method.streams):
+            if name not in self.cfg.data.streams:
+                known = ", ".join(self.cfg.data.streams) or "none"
+                raise ConfigError(
+                    f"method '{self.cfg.method.name}' needs the data stream '{name}': set "
+                    f"data.streams.{name} (configured streams: {known})"
+                )
+            stream_cfg = self.cfg.data.streams[name]
+            dataset = build_dataset(stream_cfg, train=True)
+            streams[name] = Stream(
+                dataset,
+                stream_cfg.batch_size,
+                seed=self.cfg.seed * 1000 + index,
+                num_workers=self.cfg.data.num_workers,
+                rank=self.fabric.global_rank,
+                world_size=self.fabric.world_size,
+                pin_memory=self.fabric.device.type == "cuda",
+            )
+        return streams
+
+    def val_loader(self) -> DataLoader | None:
+        if self.val_set is None:
+            return None
+        indices = shard_indices(len(self.val_set), self.fabric.global_rank, self.fabric.world_size)
+        return DataLoader(
+            Subset(self.val_set, indices),
+            batch_size=self.cfg.eval.batch_size,
+            num_workers=self.cfg.data.num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "method": self.method.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "precision": self.fabric.strategy.precision.state_dict(),
+            "streams": {k: s.state_dict() for k, s in self.streams.items()},
+            "rng": capture_rng(),
+            "best": dict(self.best),
+            "nonfinite": self.nonfinite,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "label_space": self.label_space_info(),
+        }
+
+    def label_space_info(self) -> dict[str, Any]:
+        space = self.label_space
+        return {
+            "name": space.name,
+            "class_names": list(space.class_names),
+            "palette": [list(c) for c in space.palette],
+        }
+
+    def save(self, name: str = "latest") -> None:
+        if self.fabric.global_rank == 0:
+            save_checkpoint(self.ckpt_dir / f"{name}.pt", self.state_dict())
+        self.fabric.barrier()
+
+    def resume(self, path: Path | None = None) -> bool:
+        """Restore the whole training state from ``path`` or the run's latest checkpoint."""
+        self.setup_training()
+        path = path or self.ckpt_dir / "latest.pt"
+        if not path.exists() and not (path.with_name(path.stem + ".prev.pt")).exists():
+            return False
+        state, origin = load_checkpoint(path)
+        load_method_state(self.method, state["method"], origin)
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        self.fabric.strategy.precision.load_state_dict(state["precision"])
+        for name, stream in self.streams.items():
+            stream.load_state_dict(state["streams"][name])
+        restore_rng(state["rng"])
+        self.step = int(state["step"])
+        self.best = state["best"]
+        self.nonfinite = int(state.get("nonfinite", 0))
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._stop_signal = signal.Signals(signum).name
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        flag = torch.isfinite(loss.detach()).float()
+        if self.fabric.world_size > 1:
+            flag = self.fabric.all_reduce(flag, reduce_op="min")
+        return bool(flag.item() > 0)
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor(1.0 if self._stop_signal else 0.0, device=self.fabric.device)
+        if self.fabric.world_size > 1:
+            flag = self.fabric.all_reduce(flag, reduce_op="max")
+        return bool(flag.item() > 0)
+
+    def train_step(self) -> dict[str, float]:
+        batch = {name: self.fabric.to_device(next(s)) for name, s in self.streams.items()}
+        out = self.module(batch, self.step)
+        loss = out["loss"]
+        if self._all_finite(loss):
+            self.nonfinite = 0
+            self.fabric.backward(loss)
+            clip = self.cfg.optim.clip_grad_norm
+            for opt in self.optimizers.values():
+                if clip:
+                    self.fabric.clip_gradients(self.module, opt, max_norm=clip)
+                opt.step()
+            self.method.after_step(self.step)
+        else:
+            self.nonfinite += 1
+            if self.nonfinite >= self.cfg.train.max_nonfinite:
+                names = [n for b in batch.values() for n in b.get("name", [])]
+                raise TrainingError(
+                    f"the loss was non-finite ({loss.item()}) for {self.nonfinite} consecutive "
+                    f"steps, the last at step {self.step} on batch {names}; stopped without "
+                    f"writing a checkpoint (the last good one is in {self.ckpt_dir})"
+                )
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        for sched in self.schedulers.values():
+            sched.step()
+        self.step += 1
+        return {k: float(v.detach()) if torch.is_tensor(v) else v for k, v in out.items()}
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.iters`` (resuming if a checkpoint exists); return the last metrics."""
+        cfg = self.cfg
+        self.setup_training()
+        if cfg.train.resume:
+            self.resume()
+        is_main = self.fabric.global_rank == 0
+        if is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+        logger = RunLogger(
+            self.run_dir,
+            enabled=is_main,
+            total_iters=cfg.train.iters,
+            start_step=self.step,
+            progress=cfg.train.progress,
+        )
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        metrics: dict[str, Any] = {}
+        try:
+            self.module.train()
+            tick = time.perf_counter()
+            while self.step < cfg.train.iters:
+                values = self.train_step()
+                logger.advance()
+                step = self.step
+                if step % cfg.train.log_every == 0 or step == cfg.train.iters:
+                    lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                    elapsed = time.perf_counter() - tick
+                    values.update(lr=lr, sec_per_step=elapsed / cfg.train.log_every)
+                    logger.log(step, values)
+                    tick = time.perf_counter()
+                if cfg.train.eval_every and (
+                    step % cfg.train.eval_every == 0 or step == cfg.train.iters
+                ):
+                    metrics = self.evaluate()
+                    self._track_best(metrics, logger)
+                    self.module.train()
+                if step % cfg.train.ckpt_every == 0 or step == cfg.train.iters:
+                    self.save("latest")
+                if self._stop_requested():
+                    self.save("latest")
+                    raise TrainingInterrupted(
+                        f"stopped by {self._stop_signal or 'a signal on another rank'} at step "
+                        f"{step}; checkpoint written to {self.ckpt_dir / 'latest.pt'}. Run the "
+                        f"same command again (or `segshift train --resume {self.run_dir}`) to go on."
+                    )
+            if is_main:
+                export_weights(
+                    self.run_dir / "export",
+                    self.method.eval_model(),
+                    {"config": OmegaConf.to_container(cfg, resolve=True), "step": self.step},
+                )
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            logger.close()
+        return metrics
+
+    def _track_best(self, metrics: dict[str, Any], logger: RunLogger) -> None:
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
+        logger.log(self.step, scalars, kind="eval")
+        miou = metrics.get("miou", float("nan"))
+        if isinstance(miou, float) and miou > self.best["miou"]:
+            self.best = {"miou": miou, "step": self.step}
+            if self.fabric.global_rank == 0:
+                save_checkpoint(
+                    self.ckpt_dir / "best.pt",
+                    {
+                        "step": self.step,
+                        "method": self.method.state_dict(),
+                        "metrics": scalars,
+                        "config": OmegaConf.to_container(self.cfg, resolve=True),
+                        "label_space": self.label_space_info(),
+                    },
+                )
+            self.fabric.barrier()
+
+    def evaluate(self, progress: bool = False) -> dict[str, Any]:
+        """Evaluate the method's eval model on the validation set, summed over ranks."""
+        loader = self.val_loader()
+        if loader is None:
+            return {}
+        model = self.method.eval_model()
+        was_training = model.training
+        model.eval()
+        ev = self.cfg.eval
+        result = evaluate(
+            model,
+            loader,
+            self.num_classes,
+            mode=ev.mode,
+            crop_size=tuple(ev.crop_size) if ev.crop_size else None,
+            stride=tuple(ev.stride) if ev.stride else None,
+            flip=ev.flip,
+            scales=tuple(ev.scales),
+            device=self.fabric.device,
+            all_reduce=lambda t: self.fabric.all_reduce(t, reduce_op="sum"),
+            progress=progress,
+            subset=self.label_space.subsets.get(ev.subset) if ev.subset else None,
+        )
+        model.train(was_training)
+        return result

@@ -1,0 +1,76 @@
+"""Evaluate a segmentation model over a labeled loader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from segshift.evaluation.confusion import ConfusionMatrix
+from segshift.evaluation.inference import predict
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, torch.Tensor]],
+    num_classes: int,
+    *,
+    ignore_index: int = 255,
+    mode: str = "whole",
+    crop_size: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    device: torch.device | str | None = None,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+    progress: bool = False,
+    subset: Sequence[int] | None = None,
+) -> dict:
+    """Accumulate a confusion matrix over ``loader`` and compute the metrics.
+
+    Each batch is a dict with ``image`` (B, 3, h, w) and ``label`` (B, H, W) int64 (255 =
+    ignore); predictions are made at the label's size, so labels kept at full resolution are
+    scored at full resolution. The model is switched to eval mode and back.
+
+    Args:
+        model: ``model(x)["out"]`` gives (B, C, h, w) logits.
+        loader: iterable of labeled batches (this rank's shard under DDP).
+        num_classes: C.
+        ignore_index: label value that is not scored.
+        mode, crop_size, stride, flip, scales: inference options, see :func:`predict`.
+        device: where images are sent; defaults to the device of the model's parameters.
+        all_reduce: sums a tensor across ranks (see :meth:`ConfusionMatrix.all_reduce`).
+        progress: show a tqdm bar.
+        subset: class ids that ``miou`` averages over (e.g. SYNTHIA-13).
+
+    Returns:
+        :meth:`ConfusionMatrix.compute`'s dict plus ``confusion_matrix``: the (C, C) int64
+        CPU tensor indexed [target, pred].
+    """
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+            label = batch["label"].to(device)
+            probs = predict(
+                model,
+                batch["image"].to(device),
+                num_classes,
+                mode=mode,
+                crop_size=crop_size,
+                stride=stride,
+                flip=flip,
+                scales=scales,
+                output_size=tuple(label.shape[-2:]),
+            )
+            matrix.update(probs.argmax(dim=1), label)
+    finally:
+        model.train(was_training)
+    if all_reduce is not None:
+        matrix.all_reduce(all_reduce)
+    return {**matrix.compute(subset), "confusion_matrix": matrix.matrix.cpu()}

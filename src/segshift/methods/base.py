@@ -1,0 +1,61 @@
+"""The Method contract: an ``nn.Module`` that owns everything it trains.
+
+A method builds its networks (student, EMA teacher, discriminators) from the run config, names
+the data streams it consumes (``source``, ``target``, ``labeled``, ``unlabeled``), and computes one
+training step::
+
+    out = method.training_step({"labeled": batch}, step)   # {"loss": total, "ce": ..., ...}
+
+The trainer calls ``backward`` once on ``out["loss"]``, clips gradients, steps every optimizer
+returned by ``configure_optimizers`` and then calls ``after_step`` (EMA updates and the like).
+Adversarial methods fit this single backward: the generator's adversarial term is computed with
+the discriminator's parameters frozen, the discriminator's term on detached predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from segshift.config import to_dataclass
+
+
+@dataclass
+class NoParams:
+    """A method without hyperparameters of its own."""
+
+
+class Method(nn.Module):
+    """Base class of training methods (see the module docstring)."""
+
+    streams: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, cfg: DictConfig, num_classes: int, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.params: Any = to_dataclass(cfg.method.params, self.Params, "method.params")
+
+    def forward(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
+        return self.training_step(batch, step)
+
+    def training_step(
+        self, batch: dict[str, dict[str, Any]], step: int
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Called after the optimizers stepped (e.g. to update an EMA teacher)."""
+
+    def eval_model(self) -> nn.Module:
+        """The network used for evaluation and prediction (its forward returns ``{"out": ...}``)."""
+        raise NotImplementedError

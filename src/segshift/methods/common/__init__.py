@@ -1,0 +1,1 @@
+"""Pieces shared by several methods: losses, optimizers, EMA, pseudo-labels, mixing."""

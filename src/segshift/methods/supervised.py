@@ -1,0 +1,76 @@
+"""Supervised training on one labeled stream: source-only, target oracle and labeled-only baselines.
+
+Cross-entropy over valid pixels (optionally OHEM as in CPS/UniMatch). With ``multi_level`` models
+(DeepLab-v2 with the layer3 classifier, AdaptSegNet) the auxiliary output adds ``aux_weight`` times
+its own CE (AdaptSegNet's lambda_seg = 0.1).
+
+Example config::
+
+    method: {name: supervised, params: {stream: labeled, ohem: false}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from segshift.methods.base import Method
+from segshift.methods.common.losses import cross_entropy, ohem_cross_entropy
+from segshift.methods.common.optim import build_optimizer, param_groups
+from segshift.models import build_model
+from segshift.registry import METHODS
+
+
+@dataclass
+class SupervisedParams:
+    stream: str = "labeled"
+    ohem: bool = False
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100_000
+    aux_weight: float = 0.1
+    loss_average: str = "valid"
+
+
+@METHODS.register("supervised")
+class Supervised(Method):
+    """Plain cross-entropy training of one segmentation network."""
+
+    Params = SupervisedParams
+
+    def __init__(self, cfg: DictConfig, num_classes: int, ignore_index: int = 255) -> None:
+        super().__init__(cfg, num_classes, ignore_index)
+        self.streams = (self.params.stream,)
+        self.model = build_model(cfg.model, num_classes)
+
+    def _loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.params.ohem:
+            return ohem_cross_entropy(
+                logits,
+                label,
+                self.ignore_index,
+                thresh=self.params.ohem_thresh,
+                min_kept=self.params.ohem_min_kept,
+            )
+        return cross_entropy(logits, label, self.ignore_index, average=self.params.loss_average)
+
+    def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
+        data = batch[self.params.stream]
+        outputs = self.model(data["image"])
+        ce = self._loss(outputs["out"], data["label"])
+        losses = {"loss": ce, "ce": ce.detach()}
+        if "aux" in outputs and self.params.aux_weight > 0:
+            aux = self._loss(outputs["aux"], data["label"])
+            losses["loss"] = ce + self.params.aux_weight * aux
+            losses["ce_aux"] = aux.detach()
+        return losses
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optim = self.cfg.optim
+        return {"model": build_optimizer(optim, param_groups(self.model, optim.lr, optim.head_lr_mult))}
+
+    def eval_model(self) -> nn.Module:
+        return self.model

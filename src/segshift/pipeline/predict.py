@@ -1,0 +1,83 @@
+"""Predict colour masks and overlays for image files with a trained run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segshift.engine.restore import load_trained
+from segshift.errors import DataError
+from segshift.evaluation import predict, save_prediction
+from segshift.transforms import to_tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def gather_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given plus the images inside given directories (sorted); errors name the path."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in directory {item}")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"no such image or directory: {item}")
+    return files
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An (H, W, 3) uint8 image; a corrupt or truncated file raises DataError naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
+
+
+def predict_images(
+    inputs: Sequence[str | Path],
+    checkpoint: str | Path,
+    out: str | Path,
+    overrides: list[str] | None = None,
+) -> list[Path]:
+    """Write ``<stem>_color.png`` and ``<stem>_overlay.png`` into ``out`` for every image.
+
+    Images are resized to the validation resize of the run's config (if it has one) for the
+    forward pass; masks come back at each image's own size. Files already written stay if a later
+    image fails.
+    """
+    cfg, method, label_space = load_trained(checkpoint, overrides)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = method.eval_model().to(device).eval()
+    resize = cfg.data.val.resize if cfg.data.val is not None else None
+    out = Path(out)
+    written: list[Path] = []
+    for path in gather_images(inputs):
+        image = read_rgb(path)
+        tensor = to_tensor(image).unsqueeze(0).to(device)
+        if resize:
+            tensor = torch.nn.functional.interpolate(
+                tensor, size=tuple(resize), mode="bilinear", align_corners=False
+            )
+        probs = predict(
+            model,
+            tensor,
+            len(label_space["class_names"]),
+            mode=cfg.eval.mode,
+            crop_size=tuple(cfg.eval.crop_size) if cfg.eval.crop_size else None,
+            stride=tuple(cfg.eval.stride) if cfg.eval.stride else None,
+            flip=cfg.eval.flip,
+            scales=tuple(cfg.eval.scales),
+            output_size=image.shape[:2],
+        )
+        pred = probs.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+        written.extend(save_prediction(out / path.stem, image, pred, label_space["palette"]))
+    return written

@@ -1,0 +1,46 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segshift.methods.common.losses import cross_entropy, ohem_cross_entropy
+
+
+def test_uniform_logits_give_log_c_over_valid_pixels() -> None:
+    logits = torch.zeros(2, 5, 4, 4)
+    target = torch.randint(0, 5, (2, 4, 4))
+    target[0, :2] = 255
+    assert cross_entropy(logits, target).item() == pytest.approx(math.log(5))
+    # averaging over all pixels counts the 8 ignored ones as 0
+    assert cross_entropy(logits, target, average="all").item() == pytest.approx(
+        math.log(5) * 24 / 32
+    )
+
+
+def test_logits_are_resized_to_the_label() -> None:
+    logits = torch.randn(1, 3, 4, 4)
+    target = torch.randint(0, 3, (1, 8, 8))
+    up = F.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
+    assert cross_entropy(logits, target).item() == pytest.approx(
+        F.cross_entropy(up, target).item(), rel=1e-6
+    )
+
+
+def test_all_ignored_is_zero_with_graph() -> None:
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    loss = cross_entropy(logits, torch.full((1, 2, 2), 255))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_ohem_keeps_hard_pixels() -> None:
+    # pixel 0 confident and right (p ~ 1), pixel 1 wrong: only pixel 1 is below 0.7
+    logits = torch.tensor([[10.0, 0.0], [0.0, 0.0]]).T.reshape(1, 2, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    per_pixel = F.cross_entropy(logits, target, reduction="none").flatten()
+    loss = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=0)
+    assert loss.item() == pytest.approx(per_pixel[1].item())
+    # min_kept = 2 raises the threshold so both pixels count
+    both = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=2)
+    assert both.item() == pytest.approx(per_pixel.mean().item())

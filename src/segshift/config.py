@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from segshift.errors import ConfigError
+from segshift.fileio import atomic_write_bytes
 from segshift.registry import did_you_mean
 
 
@@ -97,6 +98,7 @@ class ScheduleConfig:
 @dataclass
 class TrainConfig:
     iters: int = 1000
+    stop_at: int | None = None  # checkpoint and stop early (time-limited jobs); resume goes on
     eval_every: int = 500
     ckpt_every: int = 500
     log_every: int = 20
@@ -225,7 +227,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if overrides:
         for item in overrides:
             if "=" not in item:
-                raise ConfigError(f"override '{item}' must look like key=value (e.g. train.iters=100)")
+                raise ConfigError(
+                    f"override '{item}' must look like key=value (e.g. train.iters=100)"
+                )
         try:
             dotlist = OmegaConf.from_dotlist(list(overrides))
         except OmegaConfBaseException as err:
@@ -258,8 +262,4 @@ def to_dataclass(params: dict[str, Any] | DictConfig, schema: type, prefix: str)
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)
+    atomic_write_bytes(path, OmegaConf.to_yaml(cfg, resolve=True).encode())

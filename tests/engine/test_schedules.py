@@ -23,8 +23,14 @@ def test_min_lr_floor_and_head_groups_scale_together() -> None:
     w1, w2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [w1], "lr": 0.01}, {"params": [w2], "lr": 0.1}], lr=0.01)
     sched = build_scheduler(
-        opt, name="poly", total_iters=10, power=1.0, warmup_iters=0, warmup_ratio=1.0,
-        min_lr=0.001, base_lr=0.01,
+        opt,
+        name="poly",
+        total_iters=10,
+        power=1.0,
+        warmup_iters=0,
+        warmup_ratio=1.0,
+        min_lr=0.001,
+        base_lr=0.01,
     )
     for _ in range(10):
         opt.step()
@@ -37,6 +43,12 @@ def test_unknown_schedule() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match="cosine"):
         build_scheduler(
-            opt, name="cosine", total_iters=1, power=1, warmup_iters=0, warmup_ratio=1,
-            min_lr=0, base_lr=0.1,
+            opt,
+            name="cosine",
+            total_iters=1,
+            power=1,
+            warmup_iters=0,
+            warmup_ratio=1,
+            min_lr=0,
+            base_lr=0.1,
         )

@@ -9,58 +9,25 @@ Weights for sharing are exported as safetensors plus a ``config.json``.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from segshift.errors import CheckpointError
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from segshift.fileio import atomic_write, atomic_write_bytes
 
 
 def previous_path(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync it, rename into place.
-
-    If ``path`` exists it is first moved to ``<stem>.prev<suffix>``, so at every instant either the
-    new or the previous checkpoint is complete on disk.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            os.replace(path, previous_path(path))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (nested dicts of tensors and plain values) atomically with torch.save."""
-    atomic_write(path, lambda handle: torch.save(state, handle))
+    path = Path(path)
+    atomic_write(path, lambda handle: torch.save(state, handle), keep_previous=previous_path(path))
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -103,8 +70,5 @@ def export_weights(directory: str | Path, model: torch.nn.Module, config: dict[s
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = directory / ".model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / "model.safetensors")
-    atomic_write(directory / "config.json", lambda h: h.write(json.dumps(config, indent=2).encode()))
-    previous_path(directory / "config.json").unlink(missing_ok=True)
+    atomic_write_bytes(directory / "model.safetensors", save(tensors))
+    atomic_write_bytes(directory / "config.json", json.dumps(config, indent=2).encode())

@@ -99,6 +99,9 @@ class Stream:
             drop_last=True,
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
+            # its own generator: creating an iterator must not draw from the global RNG, or a
+            # resumed run (which creates it later) would diverge from an uninterrupted one
+            generator=torch.Generator().manual_seed(self.seed),
         )
         return iter(loader)
 

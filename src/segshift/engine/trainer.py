@@ -28,6 +28,7 @@ from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
+import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.config import check_required, save_config
 from segshift.data import build_dataset
 from segshift.engine.checkpoint import export_weights, load_checkpoint, save_checkpoint
@@ -125,7 +126,7 @@ class Trainer:
     # ----------------------------------------------------------------- set-up
     def _label_space(self) -> Any:
         sets = [self.val_set] if self.val_set is not None else []
-        for name, stream_cfg in self.cfg.data.streams.items():
+        for stream_cfg in self.cfg.data.streams.values():
             if stream_cfg.labeled:
                 sets.append(build_dataset(stream_cfg, train=False))
                 break
@@ -324,8 +325,12 @@ class Trainer:
                     metrics = self.evaluate()
                     self._track_best(metrics, logger)
                     self.module.train()
-                if step % cfg.train.ckpt_every == 0 or step == cfg.train.iters:
+                stop_here = cfg.train.stop_at is not None and step >= cfg.train.stop_at
+                if step % cfg.train.ckpt_every == 0 or step == cfg.train.iters or stop_here:
                     self.save("latest")
+                if stop_here:
+                    logger.message(f"stopped at step {step} (train.stop_at); resume to go on")
+                    return metrics
                 if self._stop_requested():
                     self.save("latest")
                     raise TrainingInterrupted(

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from segshift.evaluation._atomic import atomic_write_bytes
+from segshift.fileio import atomic_write_bytes
 
 
 def percent(value: float) -> str:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from segshift.errors import DataError
-from segshift.evaluation._atomic import atomic_write_bytes
+from segshift.fileio import atomic_write_bytes
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -45,9 +45,7 @@ class Method(nn.Module):
     def forward(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         return self.training_step(batch, step)
 
-    def training_step(
-        self, batch: dict[str, dict[str, Any]], step: int
-    ) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -70,7 +70,9 @@ class Supervised(Method):
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         optim = self.cfg.optim
-        return {"model": build_optimizer(optim, param_groups(self.model, optim.lr, optim.head_lr_mult))}
+        return {
+            "model": build_optimizer(optim, param_groups(self.model, optim.lr, optim.head_lr_mult))
+        }
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from segshift.data.io import IMAGE_SUFFIXES, list_images, read_image
 from segshift.engine.restore import load_trained
 from segshift.errors import DataError
 from segshift.evaluation import predict, save_prediction
 from segshift.transforms import to_tensor
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def gather_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -22,7 +20,7 @@ def gather_images(inputs: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = list_images(item)
             if not found:
                 raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in directory {item}")
             files.extend(found)
@@ -31,15 +29,6 @@ def gather_images(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise DataError(f"no such image or directory: {item}")
     return files
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An (H, W, 3) uint8 image; a corrupt or truncated file raises DataError naming it."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
 
 
 def predict_images(
@@ -61,7 +50,7 @@ def predict_images(
     out = Path(out)
     written: list[Path] = []
     for path in gather_images(inputs):
-        image = read_rgb(path)
+        image = read_image(path)
         tensor = to_tensor(image).unsqueeze(0).to(device)
         if resize:
             tensor = torch.nn.functional.interpolate(

@@ -1,0 +1,90 @@
+"""Segmentation models and discriminators, built by name from `segshift.registry.MODELS`.
+
+Every segmentation model maps (B, 3, H, W) images to a dict: "out" holds (B, num_classes, h, w)
+logits at the model's own stride (consumers resize), "aux" the auxiliary classifier's logits
+where there is one. `.encoder` is the backbone; every other parameter belongs to the head.
+
+Segmentation builders are plain functions registered with `@MODELS.register(name)` and called as
+`builder(num_classes, encoder, encoder_weights, **params)`, where `encoder_weights` is None or a
+pretrained tag; `build_model` resolves local weight files itself.
+
+Example::
+
+    cfg = SimpleNamespace(arch="fast", encoder="resnet18", encoder_weights=None, params={})
+    model = build_model(cfg, num_classes=11)
+    logits = model(images)["out"]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from torch import nn
+
+from segshift.errors import ConfigError
+from segshift.models import deeplabv2, discriminators, smp_models
+from segshift.models.discriminators import DISCRIMINATORS
+from segshift.models.weights import is_weight_file, load_encoder_weights
+from segshift.registry import MODELS
+
+__all__ = [
+    "DISCRIMINATORS",
+    "MODELS",
+    "build_model",
+    "deeplabv2",
+    "discriminators",
+    "load_encoder_weights",
+    "smp_models",
+]
+
+
+class ModelSpec(Protocol):
+    """The fields of the model section of a config that `build_model` reads."""
+
+    arch: str
+    encoder: str
+    encoder_weights: str | None
+    params: dict[str, Any]
+
+
+def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
+    """Build segmentation model `cfg.arch` over `cfg.encoder` with `num_classes` outputs.
+
+    `cfg.encoder_weights`: None (random init), a pretrained tag such as "imagenet" (downloaded;
+    ConfigError when that fails) or a local .pth/.pt/.safetensors file loaded into `.encoder`.
+    """
+    if cfg.arch in DISCRIMINATORS:
+        raise ConfigError(
+            f"model.arch: '{cfg.arch}' is a discriminator, not a segmentation model; "
+            f"build it with MODELS.build('{cfg.arch}', in_channels=...)"
+        )
+    try:
+        builder = MODELS.get(cfg.arch)
+    except KeyError as err:
+        raise ConfigError(f"model.arch: {err.args[0]}") from err
+    weights = cfg.encoder_weights
+    local_file = weights is not None and is_weight_file(weights)
+    try:
+        model = builder(
+            num_classes=num_classes,
+            encoder=cfg.encoder,
+            encoder_weights=None if local_file else weights,
+            **(cfg.params or {}),
+        )
+    except TypeError as err:
+        raise ConfigError(f"model.params: {cfg.arch}: {err}") from err
+    except KeyError as err:
+        raise ConfigError(
+            f"model.encoder / model.encoder_weights: {cfg.arch}: {err.args[0]}"
+        ) from err
+    except OSError as err:
+        if weights is None or local_file:
+            raise
+        raise ConfigError(
+            f"model.encoder_weights: the '{weights}' weights for encoder '{cfg.encoder}' could "
+            f"not be downloaded ({err}); set model.encoder_weights to a local file path "
+            "(.pth/.pt/.safetensors) or null"
+        ) from err
+    if local_file:
+        load_encoder_weights(model.encoder, weights)
+    return model

@@ -1,0 +1,100 @@
+"""Loading backbone weights from local files, with a report of what did not fit."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from segshift.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+# Wrappers that checkpoints commonly add in front of the backbone's own keys: DDP ("module."),
+# a whole segmentation model ("encoder.", "backbone.") and the DeepLab-v2 init file ("Scale.").
+_KEY_PREFIXES = ("module.", "encoder.", "backbone.", "Scale.")
+
+
+def is_weight_file(encoder_weights: str) -> bool:
+    """Whether `encoder_weights` names a local file rather than a pretrained tag like 'imagenet'."""
+    return encoder_weights.endswith(WEIGHT_FILE_SUFFIXES) or "/" in encoder_weights
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a .safetensors file or a torch file (loaded with weights_only).
+
+    A checkpoint that nests the weights under "state_dict" or "model" is unwrapped.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"model.encoder_weights: file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
+        raise ConfigError(f"model.encoder_weights: cannot read {path}: {err}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"model.encoder_weights: {path} does not hold a state dict")
+    return dict(state)
+
+
+def _strip_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _KEY_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    return key
+
+
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `module` non-strictly and log the keys that were missing or unexpected.
+
+    Raises ConfigError when no key matches or a shape differs: such a file is the wrong one.
+    """
+    state = {_strip_prefixes(key): value for key, value in state.items()}
+    expected = module.state_dict()
+    matching = {key: value for key, value in state.items() if key in expected}
+    if not matching:
+        raise ConfigError(
+            f"model.encoder_weights: no key of {source} matches the encoder "
+            f"(file keys start with {sorted(state)[:3]}, encoder keys with {sorted(expected)[:3]})"
+        )
+    try:
+        module.load_state_dict(matching, strict=False)
+    except RuntimeError as err:
+        raise ConfigError(f"model.encoder_weights: {source} does not fit the encoder: {err}") from err
+    missing = sorted(expected.keys() - matching.keys())
+    unexpected = sorted(state.keys() - matching.keys())
+    if missing:
+        logger.warning(
+            "%d encoder keys were not in %s and keep their initial values: %s",
+            len(missing),
+            source,
+            ", ".join(missing[:10]),
+        )
+    if unexpected:
+        logger.warning(
+            "%d keys of %s are not in the encoder and were ignored: %s",
+            len(unexpected),
+            source,
+            ", ".join(unexpected[:10]),
+        )
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load the weights in the local file `path` into `encoder` (see `load_into`)."""
+    load_into(encoder, read_state_dict(path), str(path))

@@ -1,0 +1,69 @@
+"""Two CPU processes (gloo, torchrun) train and evaluate; metrics equal a one-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_two_process_training_and_evaluation(tmp_path: Path, folder_factory) -> None:
+    data = folder_factory(tmp_path / "data", n=7)  # odd: ranks get unequal shards
+    common = [
+        f"data.streams.labeled.root={data}",
+        f"data.val.root={data}",
+        f"output_dir={tmp_path / 'runs'}",
+        "data.num_workers=0",
+        "data.streams.labeled.batch_size=2",
+        "data.streams.labeled.crop_size=[32,32]",
+        "data.val.batch_size=2",
+        "train.iters=3",
+        "train.eval_every=3",
+        "train.ckpt_every=3",
+        "train.log_every=1",
+        "train.progress=plain",
+        "train.accelerator=cpu",
+    ]
+    ddp = ["train.devices=2", "train.strategy=ddp"]
+    cli = ["-m", "segshift.cli"]
+    run(
+        [
+            *TORCHRUN,
+            "--nproc_per_node",
+            "2",
+            *cli,
+            "train",
+            "demo/oracle",
+            "name=ddp",
+            *common,
+            *ddp,
+        ],
+        tmp_path,
+    )
+    run_dir = tmp_path / "runs" / "ddp"
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()
+    log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2, 3]
+
+    out1, out2 = tmp_path / "eval1", tmp_path / "eval2"
+    run([sys.executable, *cli, "eval", str(run_dir), "--out", str(out1)], tmp_path)
+    run(
+        [*TORCHRUN, "--nproc_per_node", "2", *cli, "eval", str(run_dir), *ddp, "--out", str(out2)],
+        tmp_path,
+    )
+    one = json.loads((out1 / "metrics.json").read_text())
+    two = json.loads((out2 / "metrics.json").read_text())
+    assert one["confusion_matrix"] == two["confusion_matrix"]
+    assert sum(map(sum, one["confusion_matrix"])) > 0
+    assert one["miou"] == two["miou"] and one["classes"] == two["classes"]

@@ -1,0 +1,114 @@
+"""End-to-end behaviour of the trainer on a tiny folder dataset (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from segshift.engine.checkpoint import load_checkpoint
+from segshift.engine.trainer import Trainer, TrainingInterrupted
+from segshift.errors import ConfigError, TrainingError
+
+
+def read_log(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_fit_writes_run_directory(tiny_config) -> None:
+    trainer = Trainer(tiny_config())
+    metrics = trainer.fit()
+    run = trainer.run_dir
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "latest.pt").is_file()
+    assert (run / "checkpoints" / "latest.prev.pt").is_file()  # step 2 kept when step 4 landed
+    assert (run / "checkpoints" / "best.pt").is_file()
+    assert (run / "export" / "model.safetensors").is_file()
+    assert list((run / "tb").iterdir())
+    records = read_log(run)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["loss"]) for r in train)
+    assert [r["step"] for r in evals] == [2, 4]
+    assert 0.0 <= metrics["miou"] <= 1.0
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")[0]["step"] == 4
+
+
+def test_lr_follows_poly_schedule(tiny_config) -> None:
+    trainer = Trainer(tiny_config("optim.lr=0.01", "optim.head_lr_mult=10"))
+    trainer.fit()
+    train = [r for r in read_log(trainer.run_dir) if r["kind"] == "train"]
+    # logged after each step: lr = 0.01 * (1 - step/4)^0.9 for the backbone group
+    for record in train:
+        expected = 0.01 * (1 - record["step"] / 4) ** 0.9
+        assert record["lr"] == pytest.approx(expected)
+    head = trainer.optimizers["model"].param_groups[1]
+    assert head["initial_lr"] == pytest.approx(0.1)
+
+
+def test_resume_is_exact(tiny_config, tmp_path) -> None:
+    straight = Trainer(tiny_config("train.iters=4", "output_dir=" + str(tmp_path / "a")))
+    straight.fit()
+    first = Trainer(tiny_config("train.stop_at=2", "output_dir=" + str(tmp_path / "b")))
+    first.fit()
+    assert first.step == 2
+    resumed = Trainer(tiny_config("train.iters=4", "output_dir=" + str(tmp_path / "b")))
+    resumed.fit()
+    a, b = straight.method.state_dict(), resumed.method.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    losses_a = [r["loss"] for r in read_log(straight.run_dir) if r["kind"] == "train"]
+    losses_b = [r["loss"] for r in read_log(resumed.run_dir) if r["kind"] == "train"]
+    assert losses_a == losses_b
+    opt_a = straight.optimizers["model"].state_dict()["state"]
+    opt_b = resumed.optimizers["model"].state_dict()["state"]
+    for key in opt_a:
+        for name, value in opt_a[key].items():
+            assert torch.equal(value, opt_b[key][name])
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_config, monkeypatch) -> None:
+    cfg = tiny_config("train.iters=6", "train.max_nonfinite=2")
+    trainer = Trainer(cfg)
+    original = trainer.method.training_step
+
+    def poisoned(batch, step):
+        out = original(batch, step)
+        if step >= 2:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.method, "training_step", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite.*2 consecutive.*step 3.*img_"):
+        trainer.fit()
+    state, _ = load_checkpoint(trainer.run_dir / "checkpoints" / "latest.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
+
+
+def test_signal_writes_checkpoint_then_resume(tiny_config) -> None:
+    trainer = Trainer(tiny_config("train.iters=6", "train.ckpt_every=100"))
+    original = trainer.method.training_step
+
+    def signalled(batch, step):
+        if step == 2:
+            trainer._on_signal(15, None)  # what SIGTERM's handler does
+        return original(batch, step)
+
+    trainer.method.training_step = signalled
+    with pytest.raises(TrainingInterrupted, match=r"SIGTERM at step 3"):
+        trainer.fit()
+    state, _ = load_checkpoint(trainer.run_dir / "checkpoints" / "latest.pt")
+    assert state["step"] == 3
+    again = Trainer(tiny_config("train.iters=6", "train.ckpt_every=100"))
+    again.fit()
+    assert again.step == 6
+
+
+def test_missing_stream_is_a_config_error(tiny_config) -> None:
+    with pytest.raises(ConfigError, match=r"data\.streams\.labeled"):
+        Trainer(tiny_config("method.params.stream=unlabeled"))

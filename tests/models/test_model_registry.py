@@ -1,0 +1,72 @@
+"""Every registered segmentation model runs forward + backward on a tiny batch."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from segshift.errors import ConfigError
+from segshift.models import DISCRIMINATORS, MODELS, build_model
+
+NUM_CLASSES = 5
+SEGMENTATION_MODELS = [name for name in MODELS.names() if name not in DISCRIMINATORS]
+# Small stand-ins so the suite stays fast; models not listed use resnet18.
+SMALL: dict[str, dict[str, Any]] = {
+    "segformer": {"encoder": "mit_b0"},
+    "deeplabv2": {"encoder": "resnet50", "params": {"multi_level": True}},
+}
+
+
+def model_config(arch: str, **overrides: Any) -> SimpleNamespace:
+    fields = {"arch": arch, "encoder": "resnet18", "encoder_weights": None, "params": {}}
+    fields.update(SMALL.get(arch, {}))
+    fields.update(overrides)
+    return SimpleNamespace(**fields)
+
+
+@pytest.mark.parametrize("arch", SEGMENTATION_MODELS)
+def test_forward_backward(arch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(model_config(arch), NUM_CLASSES)
+    outputs = model(torch.randn(2, 3, 64, 64))
+
+    assert isinstance(outputs, dict) and "out" in outputs
+    assert set(outputs) <= {"out", "aux", "feat"}
+    for key in outputs.keys() & {"out", "aux"}:
+        assert outputs[key].shape[:2] == (2, NUM_CLASSES)
+    sum(logits.float().mean() for logits in outputs.values()).backward()
+
+    encoder_params = {id(p) for p in model.encoder.parameters()}
+    head_params = [p for p in model.parameters() if id(p) not in encoder_params]
+    assert encoder_params and head_params
+    # Every trainable parameter must get a gradient: DDP rejects unused ones.
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None, f"{name} gets no gradient"
+            assert torch.isfinite(param.grad).all(), name
+
+
+@pytest.mark.parametrize("arch", ["fast", "unet"])
+def test_any_input_size_gives_logits_at_input_size(arch: str) -> None:
+    model = build_model(model_config(arch), NUM_CLASSES).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 50, 70))["out"]
+    assert out.shape == (1, NUM_CLASSES, 50, 70)
+
+
+def test_unknown_arch_is_a_config_error_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'unet'"):
+        build_model(model_config("unet2"), NUM_CLASSES)
+
+
+def test_discriminator_is_not_a_segmentation_model() -> None:
+    with pytest.raises(ConfigError, match="discriminator"):
+        build_model(model_config("patchgan"), NUM_CLASSES)
+
+
+def test_unknown_param_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="model.params"):
+        build_model(model_config("fast", params={"no_such_option": 1}), NUM_CLASSES)

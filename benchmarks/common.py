@@ -54,7 +54,7 @@ def median(values: list[float]) -> float:
 def write_result(name: str, title: str, body: str) -> Path:
     """Write ``results/<name>.md`` with the command that produced it and the machine."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    command = " ".join([f".venv/bin/python -m benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     text = f"# {title}\n\nCommand: `{command}`\n\nMachine: {machine()}\n\n{body.strip()}\n"
     path = RESULTS / f"{name}.md"
     path.write_text(text)

@@ -29,13 +29,21 @@ def main() -> None:
     mpix = b * h * w / 1e6
 
     ours = ConfusionMatrix(args.classes, device=args.device)
-    rows = [("segshift ConfusionMatrix.update", median(timed(lambda: ours.update(pred, target), args.repeats)))]
+    rows = [
+        (
+            "segshift ConfusionMatrix.update",
+            median(timed(lambda: ours.update(pred, target), args.repeats)),
+        )
+    ]
     try:
         from torchmetrics.classification import MulticlassConfusionMatrix
 
         theirs = MulticlassConfusionMatrix(args.classes, ignore_index=255).to(args.device)
         rows.append(
-            ("torchmetrics MulticlassConfusionMatrix.update", median(timed(lambda: theirs.update(pred, target), args.repeats)))
+            (
+                "torchmetrics MulticlassConfusionMatrix.update",
+                median(timed(lambda: theirs.update(pred, target), args.repeats)),
+            )
         )
         ours.reset()
         ours.update(pred, target)
@@ -54,7 +62,9 @@ def main() -> None:
     lines += [f"| {name} | {1000 * t:.1f} | {mpix / t:.0f} |" for name, t in rows]
     if same is not None:
         lines += ["", f"Matrices identical: {same}"]
-    write_result(f"confusion_speed_{args.device}", "Confusion-matrix update speed", "\n".join(lines))
+    write_result(
+        f"confusion_speed_{args.device}", "Confusion-matrix update speed", "\n".join(lines)
+    )
 
 
 if __name__ == "__main__":

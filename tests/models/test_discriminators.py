@@ -12,9 +12,13 @@ def test_fc_discriminator_layout_and_output_size() -> None:
     d = MODELS.build("fc_discriminator", in_channels=19)
     convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 128, 256, 512, 1]
-    assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) for c in convs)
+    assert all(
+        c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) for c in convs
+    )
     assert sum(isinstance(m, nn.LeakyReLU) for m in d.modules()) == 4
-    assert not any(isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.Sigmoid)) for m in d.modules())
+    assert not any(
+        isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.Sigmoid)) for m in d.modules()
+    )
     assert d(torch.rand(2, 19, 64, 96)).shape == (2, 1, 2, 3)
 
 

@@ -70,3 +70,13 @@ def test_discriminator_is_not_a_segmentation_model() -> None:
 def test_unknown_param_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="model.params"):
         build_model(model_config("fast", params={"no_such_option": 1}), NUM_CLASSES)
+
+
+def test_unknown_timm_encoder_is_a_config_error_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'mobilenetv3_large_100'"):
+        build_model(model_config("fast", encoder="tu-mobilenetv3_large"), NUM_CLASSES)
+
+
+def test_timm_encoder() -> None:
+    model = build_model(model_config("fast", encoder="tu-mobilenetv3_small_050"), NUM_CLASSES)
+    assert model(torch.randn(1, 3, 64, 64))["out"].shape == (1, NUM_CLASSES, 64, 64)

@@ -114,6 +114,13 @@ class Trainer:
         self.label_space = self._label_space()
         self.num_classes = self.label_space.num_classes
         self.method = build_method(cfg, self.num_classes)
+        for name in self.method.streams:
+            if name not in cfg.data.streams:
+                known = ", ".join(cfg.data.streams) or "none"
+                raise ConfigError(
+                    f"method '{cfg.method.name}' needs the data stream '{name}': set "
+                    f"data.streams.{name} (configured streams: {known})"
+                )
         self.module = self.fabric.setup_module(self.method)
         self.streams: dict[str, Stream] = {}
         self.optimizers: dict[str, Any] = {}
@@ -161,12 +168,6 @@ class Trainer:
     def _build_streams(self) -> dict[str, Stream]:
         streams = {}
         for index, name in enumerate(self.method.streams):
-            if name not in self.cfg.data.streams:
-                known = ", ".join(self.cfg.data.streams) or "none"
-                raise ConfigError(
-                    f"method '{self.cfg.method.name}' needs the data stream '{name}': set "
-                    f"data.streams.{name} (configured streams: {known})"
-                )
             stream_cfg = self.cfg.data.streams[name]
             dataset = build_dataset(stream_cfg, train=True)
             streams[name] = Stream(

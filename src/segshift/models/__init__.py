@@ -22,24 +22,16 @@ from typing import Any, Protocol
 from torch import nn
 
 from segshift.errors import ConfigError
-from segshift.models import deeplabv2, discriminators, smp_models
+from segshift.models import deeplabv2, discriminators, smp_models  # noqa: F401  (registration)
 from segshift.models.discriminators import DISCRIMINATORS
 from segshift.models.weights import is_weight_file, load_encoder_weights
 from segshift.registry import MODELS
 
-__all__ = [
-    "DISCRIMINATORS",
-    "MODELS",
-    "build_model",
-    "deeplabv2",
-    "discriminators",
-    "load_encoder_weights",
-    "smp_models",
-]
+__all__ = ["DISCRIMINATORS", "MODELS", "ModelSpec", "build_model", "load_encoder_weights"]
 
 
 class ModelSpec(Protocol):
-    """The fields of the model section of a config that `build_model` reads."""
+    """The fields of the model config (`segshift.config`) that `build_model` reads."""
 
     arch: str
     encoder: str

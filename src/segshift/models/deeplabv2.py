@@ -95,7 +95,9 @@ class DilatedResNet(nn.Module):
             for index in range(blocks):
                 first = index == 0
                 layer.append(
-                    Bottleneck(in_channels, planes, stride if first else 1, dilation, caffe_stride, first)
+                    Bottleneck(
+                        in_channels, planes, stride if first else 1, dilation, caffe_stride, first
+                    )
                 )
                 in_channels = planes * Bottleneck.expansion
             layers.append(nn.Sequential(*layer))

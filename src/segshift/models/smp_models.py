@@ -19,12 +19,13 @@ import math
 from typing import Any
 
 import segmentation_models_pytorch as smp
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from segshift.errors import ConfigError
-from segshift.registry import MODELS
+from segshift.registry import MODELS, did_you_mean
 
 SMP_ARCHS = ("deeplabv3plus", "deeplabv3", "unet", "fpn", "pspnet", "segformer")
 
@@ -80,6 +81,9 @@ def build_smp(
     means timm's default pretrained weights for that encoder name.
     """
     model_class = smp.MODEL_ARCHITECTURES_MAPPING[arch]
+    if encoder.startswith("tu-") and not timm.is_model(encoder[3:]):
+        hint = did_you_mean(encoder[3:], timm.list_models())
+        raise ConfigError(f"model.encoder: timm has no model '{encoder[3:]}'{hint}")
     if not encoder.startswith("tu-"):
         # smp swallows unknown keyword arguments unless they go to a timm encoder.
         known = inspect.signature(model_class).parameters
@@ -89,9 +93,7 @@ def build_smp(
     weights: str | bool | None = encoder_weights
     if encoder.startswith("tu-") and encoder_weights is not None:
         weights = True
-    net = model_class(
-        encoder_name=encoder, encoder_weights=weights, classes=num_classes, **params
-    )
+    net = model_class(encoder_name=encoder, encoder_weights=weights, classes=num_classes, **params)
     _drop_unused_stages(net.encoder)
     return SmpSegmenter(net)
 
@@ -106,7 +108,10 @@ def _drop_unused_stages(encoder: nn.Module) -> None:
         return
     max_stride = 2**encoder._depth
     unused = {
-        id(module) for stride, modules in stages.items() if stride > max_stride for module in modules
+        id(module)
+        for stride, modules in stages.items()
+        if stride > max_stride
+        for module in modules
     }
     for name, child in list(encoder.named_children()):
         if id(child) in unused:

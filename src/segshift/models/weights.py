@@ -16,7 +16,7 @@ from segshift.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".tar", ".safetensors", ".bin")
 # Wrappers that checkpoints commonly add in front of the backbone's own keys: DDP ("module."),
 # a whole segmentation model ("encoder.", "backbone.") and the DeepLab-v2 init file ("Scale.").
 _KEY_PREFIXES = ("module.", "encoder.", "backbone.", "Scale.")
@@ -76,7 +76,9 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str)
     try:
         module.load_state_dict(matching, strict=False)
     except RuntimeError as err:
-        raise ConfigError(f"model.encoder_weights: {source} does not fit the encoder: {err}") from err
+        raise ConfigError(
+            f"model.encoder_weights: {source} does not fit the encoder: {err}"
+        ) from err
     missing = sorted(expected.keys() - matching.keys())
     unexpected = sorted(state.keys() - matching.keys())
     if missing:

@@ -110,5 +110,5 @@ def test_signal_writes_checkpoint_then_resume(tiny_config) -> None:
 
 
 def test_missing_stream_is_a_config_error(tiny_config) -> None:
-    with pytest.raises(ConfigError, match=r"data\.streams\.labeled"):
+    with pytest.raises(ConfigError, match=r"data\.streams\.unlabeled.*streams: labeled"):
         Trainer(tiny_config("method.params.stream=unlabeled"))

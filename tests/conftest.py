@@ -6,11 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from segshift.config import load_config
 
 CAMVID_CLASSES_YAML = "label_space: camvid\n"
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny inputs gain nothing from threads, and spinning threads stall a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_folder_dataset(root: Path, n: int = 6, size: tuple[int, int] = (32, 40), seed: int = 0):

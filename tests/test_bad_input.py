@@ -1,0 +1,112 @@
+"""Bad input met by the trainer and the CLI: clear errors naming the file, nothing written lost."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from segshift.cli import main
+from segshift.engine.checkpoint import load_checkpoint
+from segshift.engine.trainer import Trainer
+from segshift.errors import CheckpointError, DataError
+
+
+def test_corrupt_image_mid_training_keeps_checkpoint(tiny_config, tiny_folder: Path) -> None:
+    trainer = Trainer(tiny_config("train.iters=40", "train.ckpt_every=2", "train.eval_every=0"))
+    original = trainer.train_step
+    calls = []
+
+    def corrupt_after_two_steps():
+        if len(calls) == 2:
+            for image in (tiny_folder / "images").iterdir():
+                image.write_bytes(image.read_bytes()[:40])  # truncate every image
+        calls.append(1)
+        return original()
+
+    trainer.train_step = corrupt_after_two_steps
+    with pytest.raises(DataError, match=r"img_\d+\.png"):
+        trainer.fit()
+    state, _ = load_checkpoint(trainer.run_dir / "checkpoints" / "latest.pt")
+    assert state["step"] == 2
+
+
+def test_checkpoint_from_another_model(tiny_config, tmp_path: Path, capsys) -> None:
+    trainer = Trainer(tiny_config())
+    trainer.fit()
+    other = tiny_config("model.encoder=resnet34")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        Trainer(other).resume(trainer.run_dir / "checkpoints" / "latest.pt")
+    config = tmp_path / "other.yaml"
+    from omegaconf import OmegaConf
+
+    config.write_text(OmegaConf.to_yaml(other))
+    code = main(["eval", str(config), "--checkpoint", str(trainer.run_dir)])
+    assert code == 2
+    assert "does not fit" in capsys.readouterr().err
+
+
+def test_disk_full_while_predicting_names_file_and_keeps_earlier(
+    tiny_config, tiny_folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    trainer = Trainer(tiny_config())
+    trainer.fit()
+    import segshift.fileio as fileio
+
+    real_fdopen = fileio.os.fdopen
+    opened = []
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return self.handle.fileno()
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        handle = real_fdopen(fd, mode, *args, **kwargs)
+        opened.append(1)
+        return FullDisk(handle) if len(opened) > 4 else handle  # 2 images fit, the 3rd fails
+
+    monkeypatch.setattr(fileio.os, "fdopen", fdopen)
+    out = tmp_path / "pred"
+    code = main(
+        [
+            "predict",
+            str(tiny_folder / "images"),
+            "--checkpoint",
+            str(trainer.run_dir),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "img_002_color.png" in err and "No space left" in err
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [
+        "img_000_color.png",
+        "img_000_overlay.png",
+        "img_001_color.png",
+        "img_001_overlay.png",
+    ]  # complete earlier files stay, no partial or temp file
+
+
+def test_missing_dataset_root_names_it(tiny_config, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match=str(missing)):
+        Trainer(tiny_config(f"data.streams.labeled.root={missing}", f"data.val.root={missing}"))

@@ -60,3 +60,21 @@ def write_result(name: str, title: str, body: str) -> Path:
     path.write_text(text)
     print(text)
     return path
+
+
+def synthcity_demo_config(tmp: str, n: int, workers: int, *overrides: str):
+    """The demo's source-only config on ``n`` fresh synthcity sim images under ``tmp``."""
+    from segshift.config import load_config
+    from segshift.data.synthcity import generate
+
+    root = generate(Path(tmp) / "sim", style="sim", n=n, size=(128, 160), seed=0)
+    return load_config(
+        "demo/source_only",
+        [
+            f"data.streams.labeled.root={root}",
+            f"data.val.root={root}",
+            f"output_dir={tmp}/runs",
+            f"data.num_workers={workers}",
+            *overrides,
+        ],
+    )

@@ -10,11 +10,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
-from benchmarks.common import write_result
-from segshift.config import load_config
-from segshift.data.synthcity import generate
+from benchmarks.common import synthcity_demo_config, write_result
 from segshift.engine.trainer import Trainer
 
 
@@ -24,16 +21,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate(Path(tmp) / "sim", style="sim", n=240, size=(128, 160), seed=0)
-        cfg = load_config(
-            "demo/source_only",
-            [
-                f"data.streams.labeled.root={root}",
-                f"data.val.root={root}",
-                f"output_dir={tmp}/runs",
-                f"data.num_workers={args.workers}",
-            ],
-        )
+        cfg = synthcity_demo_config(tmp, 240, args.workers)
         trainer = Trainer(cfg)
         trainer.setup_training()
         stream = trainer.streams["labeled"]

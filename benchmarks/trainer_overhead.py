@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
-from benchmarks.common import median, write_result
-from segshift.config import load_config
+from benchmarks.common import median, synthcity_demo_config, write_result
 from segshift.data import build_dataset
-from segshift.data.synthcity import generate
 from segshift.engine.schedules import PolyWithWarmup
 from segshift.engine.trainer import Trainer
 from segshift.methods.common.optim import build_optimizer, param_groups
@@ -76,17 +73,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = generate(Path(tmp) / "sim", style="sim", n=64, size=(128, 160), seed=0)
-        cfg = load_config(
-            "demo/source_only",
-            [
-                f"data.streams.labeled.root={root}",
-                f"data.val.root={root}",
-                f"output_dir={tmp}/runs",
-                f"data.num_workers={args.workers}",
-                "train.iters=100000",
-            ],
-        )
+        cfg = synthcity_demo_config(tmp, 64, args.workers, "train.iters=100000")
         bare, ours = [], []
         for _ in range(args.rounds):  # alternate to spread machine noise over both
             bare += bare_loop_times(cfg, args.steps, args.warmup)

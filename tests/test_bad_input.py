@@ -13,8 +13,18 @@ from segshift.engine.trainer import Trainer
 from segshift.errors import CheckpointError, DataError
 
 
-def test_corrupt_image_mid_training_keeps_checkpoint(tiny_config, tiny_folder: Path) -> None:
-    trainer = Trainer(tiny_config("train.iters=40", "train.ckpt_every=2", "train.eval_every=0"))
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_image_mid_training_keeps_checkpoint(
+    tiny_config, tiny_folder: Path, workers: int
+) -> None:
+    trainer = Trainer(
+        tiny_config(
+            "train.iters=40",
+            "train.ckpt_every=2",
+            "train.eval_every=0",
+            f"data.num_workers={workers}",
+        )
+    )
     original = trainer.train_step
     calls = []
 
@@ -26,10 +36,12 @@ def test_corrupt_image_mid_training_keeps_checkpoint(tiny_config, tiny_folder: P
         return original()
 
     trainer.train_step = corrupt_after_two_steps
-    with pytest.raises(DataError, match=r"img_\d+\.png"):
+    with pytest.raises(DataError, match=r"^\S*img_\d+\.png: cannot read image") as caught:
         trainer.fit()
+    assert "Traceback" not in str(caught.value)
     state, _ = load_checkpoint(trainer.run_dir / "checkpoints" / "latest.pt")
-    assert state["step"] == 2
+    # workers prefetch batches read before the damage, so the failure may come a few steps later
+    assert state["step"] >= 2 and state["step"] % 2 == 0
 
 
 def test_checkpoint_from_another_model(tiny_config, tmp_path: Path, capsys) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from segshift.errors import SegshiftError
+
 _SEED_MIX = 0x9E3779B1
 
 
@@ -108,7 +110,10 @@ class Stream:
     def __next__(self) -> dict[str, Any]:
         if self._iterator is None:
             self._iterator = self._make_iterator()
-        batch = next(self._iterator)
+        try:
+            batch = next(self._iterator)
+        except SegshiftError as err:
+            raise type(err)(worker_message(str(err))) from None
         self.consumed += self.batch_size
         return batch
 
@@ -121,6 +126,18 @@ class Stream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.consumed = int(state["consumed"])
         self._iterator = None
+
+
+def worker_message(text: str) -> str:
+    """The original message of an error re-raised from a loader worker, without the traceback.
+
+    PyTorch re-raises a worker's exception as "Caught X in DataLoader worker ... Original
+    Traceback ... module.X: message"; users need the message (it names the file), not the frames.
+    """
+    if not text.startswith("Caught "):
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def shard_indices(length: int, rank: int, world_size: int) -> list[int]:

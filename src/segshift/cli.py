@@ -128,6 +128,8 @@ def _eval(args: argparse.Namespace) -> None:
         return
     table = MetricsTable(result, trainer.label_space.class_names)
     print(table.arrow())
+    for key in sorted(k for k in result if k.startswith("miou_")):
+        print(f"===> mIoU ({key[5:]} classes): {100 * result[key]:.2f}")
     print()
     print(table.grid())
     out = Path(args.out) if args.out else origin.parent.parent / "eval"

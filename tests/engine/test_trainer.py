@@ -140,3 +140,39 @@ def test_signal_writes_checkpoint_then_resume(tiny_config) -> None:
 def test_missing_stream_is_a_config_error(tiny_config) -> None:
     with pytest.raises(ConfigError, match=r"data\.streams\.unlabeled.*streams: labeled"):
         Trainer(tiny_config("method.params.stream=unlabeled"))
+
+
+def test_gradient_clipping_bounds_the_update(tiny_config) -> None:
+    cfg = tiny_config(
+        "optim.name=sgd", "optim.lr=0.01", "optim.momentum=0", "optim.weight_decay=0",
+        "optim.clip_grad_norm=1e-6", "schedule.name=constant", "train.iters=3",
+        "train.eval_every=0",
+    )  # fmt: skip
+    trainer = Trainer(cfg)
+    before = [p.detach().clone() for p in trainer.method.parameters()]
+    trainer.fit()
+    moved = torch.sqrt(
+        sum(((p.detach() - b) ** 2).sum() for p, b in zip(trainer.method.parameters(), before))
+    )
+    assert 0 < moved <= 3 * 0.01 * 1e-6 * 1.0001  # each SGD step moves at most lr * max_norm
+
+
+def test_bf16_autocast_on_cpu(tiny_config) -> None:
+    trainer = Trainer(tiny_config("train.precision=bf16-mixed", "train.iters=2"))
+    metrics = trainer.fit()
+    records = [r for r in read_log(trainer.run_dir) if r["kind"] == "train"]
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert 0.0 <= metrics["miou"] <= 1.0
+
+
+def test_synthia_13_of_16_reported(tiny_config, tiny_folder) -> None:
+    (tiny_folder / "classes.yaml").write_text("label_space: synthia16\n")
+    trainer = Trainer(tiny_config("train.iters=1"))
+    result = trainer.fit()
+    assert len(result["iou"]) == 16
+    thirteen = trainer.label_space.subsets["13"]
+    assert len(thirteen) == 13
+    expected = torch.nanmean(torch.tensor(result["iou"], dtype=torch.float64)[thirteen])
+    assert result["miou_13"] == pytest.approx(float(expected))
+    evals = [r for r in read_log(trainer.run_dir) if r["kind"] == "eval"]
+    assert evals[-1]["miou_13"] == pytest.approx(result["miou_13"])

@@ -394,4 +394,7 @@ class Trainer:
             subset=self.label_space.subsets.get(ev.subset) if ev.subset else None,
         )
         model.train(was_training)
+        iou = torch.tensor(result["iou"], dtype=torch.float64)
+        for name, ids in self.label_space.subsets.items():  # e.g. SYNTHIA's 13 of 16 classes
+            result[f"miou_{name}"] = float(torch.nanmean(iou[list(ids)]))
         return result

@@ -131,7 +131,8 @@ class MetricsTable:
         NaN is written as ``null`` so that the file is strict JSON.
         """
         summary_keys = ("miou", "mean_accuracy", "pixel_accuracy", "fwiou", "subset")
-        payload = {k: _nan_to_none(self.result[k]) for k in summary_keys if k in self.result}
+        keys = [*summary_keys, *(k for k in self.result if k.startswith("miou_"))]
+        payload = {k: _nan_to_none(self.result[k]) for k in keys if k in self.result}
         payload["classes"] = [
             {
                 "class_id": i,

@@ -1,0 +1,95 @@
+"""Label spaces and datasets; ``build_dataset`` turns a DatasetConfig into a SegDataset.
+
+Example::
+
+    >>> ds = build_dataset(cfg.data.streams["source"], train=True)
+    >>> sample = ds[0, 1234]   # index 0, augmentation seed 1234
+    >>> sample["image"].shape, sample["label"].dtype
+    (torch.Size([3, 512, 512]), torch.int64)
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from segshift.data import camvid, cityscapes, folder, gta5, synthia  # noqa: F401  (registers)
+from segshift.data.base import SampleFiles, SegDataset
+from segshift.data.label_space import (
+    LabelSpace,
+    get_label_space,
+    label_space_from_classes,
+    label_space_names,
+)
+from segshift.errors import ConfigError
+from segshift.registry import DATASETS
+from segshift.transforms import build_transform
+
+__all__ = [
+    "LabelSpace",
+    "SampleFiles",
+    "SegDataset",
+    "build_dataset",
+    "dataset_options",
+    "get_label_space",
+    "label_space_from_classes",
+    "label_space_names",
+]
+
+# Constructor arguments that come from DatasetConfig fields, not from ``options``.
+_CONFIG_ARGUMENTS = {"self", "root", "split", "labeled", "domain", "transform", "n_labeled",
+                     "split_file", "subset_seed"}  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def dataset_options(cls: type[SegDataset]) -> list[str]:
+    """Names accepted in ``options`` by dataset class ``cls`` (its own and the base class's)."""
+    names = set()
+    for klass in (cls, SegDataset):
+        for parameter in inspect.signature(klass.__init__).parameters.values():
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                names.add(parameter.name)
+    return sorted(names - _CONFIG_ARGUMENTS)
+
+
+def build_dataset(cfg: Any, train: bool) -> SegDataset:
+    """Build the dataset ``cfg.name`` with the augmentation of ``train`` or evaluation.
+
+    ``cfg`` is any object with the DatasetConfig attributes (a dataclass or an OmegaConf
+    DictConfig). ``cfg.options`` holds the dataset's own keyword arguments; an unknown one is a
+    ConfigError. ``cfg.domain`` defaults to the dataset name.
+    """
+    cls = DATASETS.get(cfg.name)
+    options = dict(_plain(cfg.options) or {})
+    known = dataset_options(cls)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"dataset options {unknown} are not understood by '{cfg.name}'; known: {', '.join(known)}"
+        )
+    transform = build_transform(
+        train,
+        resize=_plain(cfg.resize),
+        crop_size=_plain(cfg.crop_size),
+        scale_range=_plain(cfg.scale_range),
+        hflip=bool(cfg.hflip),
+        photometric=bool(cfg.photometric),
+    )
+    return cls(
+        cfg.root,
+        split=cfg.split,
+        labeled=bool(cfg.labeled),
+        domain=cfg.domain or None,
+        transform=transform,
+        n_labeled=cfg.n_labeled,
+        split_file=cfg.split_file,
+        subset_seed=int(cfg.subset_seed),
+        **options,
+    )

@@ -1,0 +1,184 @@
+"""The dataset base class: loading, validation, subsets and error messages, written once.
+
+A dataset subclass only finds its files (``find_files``) and, if its masks need it, says how
+a mask becomes train ids (``read_label``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segshift.data.io import read_image, read_mask
+from segshift.data.label_space import LabelSpace
+from segshift.data.splits import keep_listed, read_split_file, subset_indices
+from segshift.errors import DataError
+from segshift.transforms import build_transform
+
+Transform = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """One sample on disk: its image, its mask (``None`` when unlabeled) and its name (stem)."""
+
+    image: Path
+    mask: Path | None
+    name: str
+
+
+class SegDataset(Dataset):
+    """A segmentation dataset of image files and (optionally) mask files.
+
+    Args:
+        root: dataset directory.
+        split: which part (``train``, ``val``, ...), interpreted by the subclass.
+        labeled: load masks and return ``label``; ``False`` gives an unlabeled image set.
+        domain: value of the ``domain`` key of each sample (defaults to the dataset name).
+        transform: ``(image, mask, seed) -> (image tensor, label tensor)``; defaults to
+            normalisation only.
+        n_labeled: keep a deterministic subset of this many samples (drawn with ``subset_seed``).
+        split_file: text file of sample names to keep (applied before ``n_labeled``).
+        subset_seed: seed of the ``n_labeled`` subset.
+        complement: keep the samples *not* in the ``n_labeled`` subset (the unlabeled rest).
+
+    Samples are dicts: ``image`` float32 (3,H,W), ``label`` int64 (H,W) with 255 = ignore (only
+    when labeled), ``domain`` str, ``name`` str, ``index`` int. ``dataset[i, seed]`` replays the
+    same augmentation for the same ``(i, seed)``.
+    """
+
+    dataset_name = "dataset"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        labeled: bool = True,
+        domain: str | None = None,
+        transform: Transform | None = None,
+        n_labeled: int | None = None,
+        split_file: str | Path | None = None,
+        subset_seed: int = 0,
+        complement: bool = False,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DataError(f"{self.dataset_name} root {self.root} does not exist")
+        self.split = split
+        self.labeled = labeled
+        self.domain = domain or self.dataset_name
+        self.transform = transform or build_transform(train=False)
+        self.label_space = self.build_label_space()
+        files = self.find_files()
+        if not files:
+            raise DataError(f"{self.dataset_name}: no images for split '{split}' under {self.root}")
+        self.files = self._select(files, split_file, n_labeled, subset_seed, complement)
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def build_label_space(self) -> LabelSpace:
+        """The label space of this dataset (called before ``find_files``)."""
+        raise NotImplementedError
+
+    def find_files(self) -> list[SampleFiles]:
+        """All samples of ``self.split``, sorted by name; masks are ``None`` when unlabeled."""
+        raise NotImplementedError
+
+    def read_label(self, sample: SampleFiles) -> np.ndarray:
+        """The mask of ``sample`` as train ids (H,W) uint8. Default: raw ids via the label space."""
+        assert sample.mask is not None
+        return self.label_space.encode(read_mask(sample.mask))
+
+    # -- shared helpers for subclasses ------------------------------------------------------
+    def require_dir(self, path: Path) -> Path:
+        """``path`` if it is a directory, else a DataError naming it."""
+        if not path.is_dir():
+            raise DataError(f"{self.dataset_name}: directory {path} does not exist")
+        return path
+
+    def pair(self, images: list[Path], mask_of: Callable[[Path], Path]) -> list[SampleFiles]:
+        """Attach to each image its mask ``mask_of(image)``; a missing mask is a DataError."""
+        samples = []
+        for image in images:
+            mask = None
+            if self.labeled:
+                mask = mask_of(image)
+                if not mask.is_file():
+                    raise DataError(
+                        f"{self.dataset_name}: no mask for image {image} (expected {mask})"
+                    )
+            samples.append(SampleFiles(image, mask, image.stem))
+        return samples
+
+    # -- loading -------------------------------------------------------------------------------
+    def _select(
+        self,
+        files: list[SampleFiles],
+        split_file: str | Path | None,
+        n_labeled: int | None,
+        subset_seed: int,
+        complement: bool,
+    ) -> list[SampleFiles]:
+        if split_file is not None:
+            path = Path(split_file).expanduser()
+            if not path.is_absolute() and not path.exists():
+                path = self.root / path
+            keep = keep_listed([f.name for f in files], read_split_file(path), path)
+            files = [files[i] for i in keep]
+        if n_labeled is not None:
+            try:
+                chosen = set(subset_indices(len(files), n_labeled, subset_seed))
+            except ValueError as error:
+                raise DataError(f"{self.dataset_name} at {self.root}: {error}") from error
+            files = [f for i, f in enumerate(files) if (i in chosen) != complement]
+            if not files:
+                raise DataError(
+                    f"{self.dataset_name} at {self.root}: the complement of the subset is empty"
+                )
+        return files
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image (H,W,3) uint8 and train ids (H,W) uint8 (``None`` when unlabeled), validated."""
+        sample = self.files[index]
+        image = read_image(sample.image)
+        if not self.labeled:
+            return image, None
+        label = self.read_label(sample)
+        if label.shape != image.shape[:2]:
+            raise DataError(
+                f"{sample.mask}: mask size {label.shape[1]}x{label.shape[0]} does not match image "
+                f"{sample.image} size {image.shape[1]}x{image.shape[0]} (width x height)"
+            )
+        return image, self.label_space.check_train_ids(label, sample.mask)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        image, label = self.load(index)
+        image_tensor, label_tensor = self.transform(image, label, seed)
+        sample: dict[str, Any] = {
+            "image": image_tensor,
+            "domain": self.domain,
+            "name": self.files[index].name,
+            "index": index,
+        }
+        if label_tensor is not None:
+            sample["label"] = label_tensor
+        return sample
+
+    def __repr__(self) -> str:
+        kind = "labeled" if self.labeled else "unlabeled"
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"{len(self)} {kind} samples, {self.label_space.num_classes} classes)"
+        )

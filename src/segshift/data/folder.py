@@ -1,0 +1,139 @@
+"""A folder of images and masks for one's own domain (harbour structures, factory floors, ...).
+
+Layout (directory names are options)::
+
+    root/images/<name>.<jpg|png|...>
+    root/masks/<name>.png            (not needed with labeled: false)
+    root/classes.yaml                (optional, see below)
+
+If ``root/<split>/images`` exists, ``root/<split>`` is used as the root (``classes.yaml`` may
+be in either). Classes come from
+``options.classes`` (names, or ``{name, color, id}`` mappings), ``options.label_space`` (a
+built-in name), or ``classes.yaml`` with the same keys::
+
+    label_space: camvid            # reuse a built-in label space, or
+    classes:
+      - {name: water, color: [0, 0, 255]}
+      - {name: pier, color: [255, 255, 0]}
+
+Masks (``options.mask_format``): ``index`` (pixel = class id), ``palette`` (a "P" PNG whose
+indices are class ids), ``rgb`` (pixel = class colour; ``void_colors`` are ignored) or ``auto``
+(colours for RGB files, ids otherwise). Ids of a class list without explicit ``id`` are train ids
+(255 = ignore, other ids out of range are an error); explicit ids and built-in label spaces map
+raw ids, unknown ones to 255.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from segshift.data.base import SampleFiles, SegDataset
+from segshift.data.io import IMAGE_SUFFIXES, MASK_FORMATS, list_images, read_mask
+from segshift.data.label_space import LabelSpace, get_label_space, label_space_from_classes
+from segshift.errors import ConfigError
+from segshift.registry import DATASETS
+
+
+@DATASETS.register("folder")
+class FolderDataset(SegDataset):
+    """Images in ``image_dir`` with same-named masks in ``mask_dir``; classes from a list or yaml."""
+
+    dataset_name = "folder"
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        image_dir: str = "images",
+        mask_dir: str = "masks",
+        classes: Sequence[str | dict[str, Any]] | None = None,
+        label_space: str | None = None,
+        mask_format: str = "auto",
+        void_colors: Sequence[Sequence[int]] = (),
+        **kwargs: Any,
+    ) -> None:
+        if mask_format not in MASK_FORMATS:
+            raise ConfigError(
+                f"options.mask_format: expected one of {', '.join(MASK_FORMATS)}, got '{mask_format}'"
+            )
+        root = Path(root).expanduser()
+        self._classes_files = [root / "classes.yaml"]
+        split_root = root / kwargs.get("split", "train")
+        if (split_root / image_dir).is_dir():
+            root = split_root
+            self._classes_files.insert(0, root / "classes.yaml")
+        self.image_dir, self.mask_dir, self.mask_format = image_dir, mask_dir, mask_format
+        self._classes, self._label_space_name = classes, label_space
+        self._void_colors = tuple(tuple(int(c) for c in color) for color in void_colors)
+        self._maps_raw_ids = False
+        super().__init__(root, **kwargs)
+
+    def build_label_space(self) -> LabelSpace:
+        classes, name, where = self._classes, self._label_space_name, "options.classes"
+        classes_file = next((p for p in self._classes_files if p.is_file()), None)
+        if classes is None and name is None and classes_file is not None:
+            spec = _read_classes_file(classes_file)
+            classes, name, where = spec.get("classes"), spec.get("label_space"), str(classes_file)
+        if name is not None:
+            space = get_label_space(name)
+            if classes:
+                space = _with_given_classes(
+                    space, label_space_from_classes(name, classes, where), where
+                )
+            self._maps_raw_ids = True
+        elif classes:
+            space = label_space_from_classes(self.root.name, classes, where)
+            self._maps_raw_ids = any(isinstance(c, dict) and "id" in c for c in classes)
+        elif not self.labeled:
+            space = LabelSpace("unlabeled", (), [], {})
+        else:
+            raise ConfigError(
+                f"folder dataset {self.root}: no classes; set options.classes or options.label_space, "
+                f"or write {self._classes_files[-1]}"
+            )
+        return replace(space, void_colors=space.void_colors + self._void_colors)
+
+    def find_files(self) -> list[SampleFiles]:
+        images = list_images(self.require_dir(self.root / self.image_dir))
+        mask_dir = self.root / self.mask_dir
+        if self.labeled:
+            self.require_dir(mask_dir)
+        masks = {
+            p.stem: p for p in sorted(mask_dir.glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
+        }
+        return self.pair(
+            images, lambda image: masks.get(image.stem, mask_dir / f"{image.stem}.png")
+        )
+
+    def read_label(self, sample: SampleFiles) -> np.ndarray:
+        assert sample.mask is not None
+        mask = read_mask(sample.mask, self.mask_format)
+        if mask.ndim == 3:
+            return self.label_space.decode_rgb(mask, sample.mask)
+        return self.label_space.encode(mask) if self._maps_raw_ids else mask
+
+
+def _read_classes_file(path: Path) -> dict[str, Any]:
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML ({error})") from error
+    if not isinstance(spec, dict) or not ({"classes", "label_space"} & set(spec)):
+        raise ConfigError(f"{path}: expected a mapping with 'classes' and/or 'label_space'")
+    return spec
+
+
+def _with_given_classes(space: LabelSpace, given: LabelSpace, where: str) -> LabelSpace:
+    """``space`` with the colours of ``given``, whose class names must be the same."""
+    if given.class_names != space.class_names:
+        raise ConfigError(
+            f"{where}: classes {list(given.class_names)} do not match label space "
+            f"'{space.name}' {list(space.class_names)}"
+        )
+    return replace(space, palette=given.palette)

@@ -1,0 +1,301 @@
+"""Label spaces: class names, palette and the map from a dataset's raw ids to train ids.
+
+Train ids are ``0..num_classes-1``; 255 means "ignore". Raw ids are whatever a dataset's masks
+store (Cityscapes labelIds, SYNTHIA ids, CamVid indices); raw ids outside the map become 255.
+
+Example::
+
+    >>> space = get_label_space("cityscapes")
+    >>> space.encode(np.array([[7, 0]], dtype=np.uint8))   # road, unlabeled
+    array([[  0, 255]], dtype=uint8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segshift.errors import ConfigError, DataError
+from segshift.registry import did_you_mean
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """Classes of a segmentation task and how raw mask ids map onto them.
+
+    Args:
+        name: short identifier, e.g. ``"cityscapes"``.
+        class_names: one name per train id.
+        palette: one RGB colour per train id (used by ``colorize`` and ``decode_rgb``).
+        raw_to_train: raw id -> train id; raw ids not listed map to ``ignore_index``.
+        ignore_index: the train id of ignored pixels (255).
+        subsets: named lists of train ids for reporting, e.g. SYNTHIA's ``"13"``.
+        void_colors: RGB colours that ``decode_rgb`` maps to ``ignore_index``.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    palette: list[RGB]
+    raw_to_train: dict[int, int]
+    ignore_index: int = 255
+    subsets: dict[str, list[int]] = field(default_factory=dict)
+    void_colors: tuple[RGB, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.class_names)
+        if len(self.palette) != n:
+            raise ValueError(
+                f"label space '{self.name}': {n} classes but {len(self.palette)} colours"
+            )
+        bad = {
+            raw: t
+            for raw, t in self.raw_to_train.items()
+            if t != self.ignore_index and not 0 <= t < n
+        }
+        if bad or any(raw < 0 for raw in self.raw_to_train):
+            raise ValueError(f"label space '{self.name}': invalid raw -> train ids {bad}")
+        for subset, ids in self.subsets.items():
+            if any(not 0 <= i < n for i in ids):
+                raise ValueError(
+                    f"label space '{self.name}': subset '{subset}' has ids outside 0..{n - 1}"
+                )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @cached_property
+    def _lut(self) -> np.ndarray:
+        lut = np.full(max(self.raw_to_train, default=0) + 1, self.ignore_index, dtype=np.uint8)
+        for raw, train in self.raw_to_train.items():
+            lut[raw] = train
+        return lut
+
+    @cached_property
+    def _color_to_train(self) -> dict[int, int]:
+        table = {_pack(color): self.ignore_index for color in self.void_colors}
+        table.update({_pack(color): i for i, color in enumerate(self.palette)})
+        return table
+
+    def encode(self, raw: np.ndarray) -> np.ndarray:
+        """Map raw ids (H,W, any integer dtype, e.g. uint16) to train ids (H,W) uint8."""
+        lut = self._lut
+        inside = (raw >= 0) & (raw < len(lut))
+        return np.where(inside, lut[np.clip(raw, 0, len(lut) - 1)], self.ignore_index).astype(
+            np.uint8
+        )
+
+    def check_train_ids(self, train_ids: np.ndarray, path: str | Path) -> np.ndarray:
+        """Return ``train_ids`` (H,W) as uint8; raise DataError naming ``path`` if an id is out of range."""
+        bad = (train_ids >= self.num_classes) & (train_ids != self.ignore_index)
+        if bad.any():
+            values = sorted({int(v) for v in np.unique(train_ids[bad])})[:10]
+            raise DataError(
+                f"{path}: label ids {values} are outside 0..{self.num_classes - 1} "
+                f"(and not {self.ignore_index}) for label space '{self.name}'"
+            )
+        return train_ids.astype(np.uint8)
+
+    def colorize(self, train_ids: np.ndarray) -> np.ndarray:
+        """Train ids (H,W) -> RGB image (H,W,3) uint8; ignored and unknown ids are black."""
+        colors = np.zeros((256, 3), dtype=np.uint8)
+        colors[: self.num_classes] = np.asarray(self.palette, dtype=np.uint8)
+        return colors[np.clip(train_ids, 0, 255).astype(np.uint8)]
+
+    def decode_rgb(self, rgb: np.ndarray, path: str | Path) -> np.ndarray:
+        """RGB colour mask (H,W,3) uint8 -> train ids (H,W) uint8; ``void_colors`` -> 255.
+
+        Raises:
+            DataError: a colour is neither a class colour nor a void colour; names ``path``.
+        """
+        packed = _pack_array(rgb)
+        keys, inverse = np.unique(packed, return_inverse=True)
+        table = self._color_to_train
+        unknown = [int(k) for k in keys if int(k) not in table]
+        if unknown:
+            shown = ", ".join(str(_unpack(k)) for k in unknown[:5])
+            raise DataError(
+                f"{path}: mask colour(s) {shown} are not in the palette of label space '{self.name}'"
+            )
+        ids = np.array([table[int(k)] for k in keys], dtype=np.uint8)
+        return ids[inverse.reshape(packed.shape)]
+
+    def restricted(self, name: str, class_names: Sequence[str]) -> LabelSpace:
+        """A label space with the given subset of classes, keeping this one's raw ids.
+
+        Raw ids of the dropped classes map to 255; subsets are restricted the same way.
+        """
+        index = {c: i for i, c in enumerate(self.class_names)}
+        missing = [c for c in class_names if c not in index]
+        if missing:
+            raise ValueError(f"label space '{self.name}' has no classes {missing}")
+        new_id = {index[c]: i for i, c in enumerate(class_names)}
+        return LabelSpace(
+            name=name,
+            class_names=tuple(class_names),
+            palette=[self.palette[index[c]] for c in class_names],
+            raw_to_train={r: new_id[t] for r, t in self.raw_to_train.items() if t in new_id},
+            ignore_index=self.ignore_index,
+            subsets={k: [new_id[i] for i in ids if i in new_id] for k, ids in self.subsets.items()},
+            void_colors=self.void_colors,
+        )
+
+
+def _pack(color: Sequence[int]) -> int:
+    r, g, b = (int(c) for c in color)
+    return (r << 16) | (g << 8) | b
+
+
+def _pack_array(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _unpack(key: int) -> RGB:
+    return (key >> 16) & 255, (key >> 8) & 255, key & 255
+
+
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)  # fmt: skip
+CITYSCAPES_PALETTE: list[RGB] = [
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+]  # fmt: skip
+# Cityscapes labelIds of the 19 evaluated classes, in train id order (cityscapesScripts labels.py).
+CITYSCAPES_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+
+# SYNTHIA RAND-CITYSCAPES raw ids of the 16 shared classes, as the UDA literature maps them
+# (AdaptSegNet / DACS / DAFormer: 3 road, 4 sidewalk, 2 building, 21 wall, ...).
+SYNTHIA16_RAW = {
+    "road": 3, "sidewalk": 4, "building": 2, "wall": 21, "fence": 5, "pole": 7,
+    "traffic light": 15, "traffic sign": 9, "vegetation": 6, "sky": 1, "person": 10,
+    "rider": 17, "car": 8, "bus": 19, "motorcycle": 12, "bicycle": 11,
+}  # fmt: skip
+SYNTHIA13_DROPPED = ("wall", "fence", "pole")
+
+CAMVID_CLASSES = (
+    "sky", "building", "pole", "road", "sidewalk", "tree", "signsymbol", "fence", "car",
+    "pedestrian", "bicyclist",
+)  # fmt: skip
+CAMVID_PALETTE: list[RGB] = [
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+]  # fmt: skip
+
+
+def _cityscapes() -> LabelSpace:
+    return LabelSpace(
+        "cityscapes",
+        CITYSCAPES_CLASSES,
+        CITYSCAPES_PALETTE,
+        {raw: i for i, raw in enumerate(CITYSCAPES_LABEL_IDS)},
+    )
+
+
+def _cityscapes16() -> LabelSpace:
+    """Cityscapes labelIds evaluated in SYNTHIA's 16 classes (the SYNTHIA -> Cityscapes target)."""
+    names = tuple(SYNTHIA16_RAW)
+    thirteen = [i for i, c in enumerate(names) if c not in SYNTHIA13_DROPPED]
+    return replace(_cityscapes().restricted("cityscapes16", names), subsets={"13": thirteen})
+
+
+def _synthia16() -> LabelSpace:
+    cs16 = _cityscapes16()
+    return LabelSpace(
+        "synthia16",
+        cs16.class_names,
+        cs16.palette,
+        {raw: i for i, raw in enumerate(SYNTHIA16_RAW.values())},
+        subsets=cs16.subsets,
+    )
+
+
+def _camvid() -> LabelSpace:
+    return LabelSpace(
+        "camvid",
+        CAMVID_CLASSES,
+        CAMVID_PALETTE,
+        {i: i for i in range(len(CAMVID_CLASSES))},  # 11 = void -> 255
+        void_colors=((0, 0, 0),),
+    )
+
+
+_BUILTIN = {
+    "cityscapes": _cityscapes,
+    "cityscapes16": _cityscapes16,
+    "synthia16": _synthia16,
+    "camvid": _camvid,
+}
+
+
+def label_space_names() -> list[str]:
+    """Names accepted by :func:`get_label_space`."""
+    return sorted(_BUILTIN)
+
+
+def get_label_space(name: str) -> LabelSpace:
+    """A built-in label space: ``cityscapes``, ``cityscapes16``, ``synthia16`` or ``camvid``."""
+    if name not in _BUILTIN:
+        known = label_space_names()
+        raise ConfigError(
+            f"unknown label space '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}"
+        )
+    return _BUILTIN[name]()
+
+
+def label_space_from_classes(
+    name: str, classes: Sequence[str | Mapping[str, Any]], where: str = "classes"
+) -> LabelSpace:
+    """Build a label space from a class list: names, or mappings ``{name, color, id}``.
+
+    ``color`` ([r, g, b]) defaults to a generated palette colour; ``id`` (the raw mask value)
+    defaults to the class's position, so masks that already hold train ids work unchanged.
+    ``where`` names the source (a file or config key) in error messages.
+
+    Example::
+
+        >>> space = label_space_from_classes("harbour", ["water", {"name": "pier", "id": 3}])
+    """
+    if not classes:
+        raise ConfigError(f"{where}: the class list is empty")
+    names, palette, raw_to_train = [], [], {}
+    for i, entry in enumerate(classes):
+        spec = {"name": entry} if isinstance(entry, str) else dict(entry)
+        unknown = set(spec) - {"name", "color", "id"}
+        if "name" not in spec or unknown:
+            raise ConfigError(
+                f"{where}[{i}]: expected a name or {{name, color, id}}, got {entry!r}"
+            )
+        color = spec.get("color")
+        if color is not None and (len(color) != 3 or not all(0 <= int(c) <= 255 for c in color)):
+            raise ConfigError(f"{where}[{i}].color: expected [r, g, b] in 0..255, got {color!r}")
+        names.append(str(spec["name"]))
+        palette.append(tuple(int(c) for c in color) if color is not None else _default_color(i))
+        raw_to_train[int(spec.get("id", i))] = i
+    if len(raw_to_train) != len(names):
+        raise ConfigError(f"{where}: two classes share the same id")
+    return LabelSpace(name, tuple(names), palette, raw_to_train)
+
+
+def _default_color(i: int) -> RGB:
+    """Pascal VOC colour map entry ``i + 1`` (skips black): distinct, stable class colours."""
+    r = g = b = 0
+    c = i + 1
+    for shift in range(7, -1, -1):
+        r |= ((c >> 0) & 1) << shift
+        g |= ((c >> 1) & 1) << shift
+        b |= ((c >> 2) & 1) << shift
+        c >>= 3
+    return r, g, b

@@ -176,3 +176,14 @@ def test_synthia_13_of_16_reported(tiny_config, tiny_folder) -> None:
     assert result["miou_13"] == pytest.approx(float(expected))
     evals = [r for r in read_log(trainer.run_dir) if r["kind"] == "eval"]
     assert evals[-1]["miou_13"] == pytest.approx(result["miou_13"])
+
+
+def test_stream_and_val_label_spaces_must_match(tiny_config, tiny_folder, tmp_path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    for sub in ("images", "masks"):
+        (other / sub).symlink_to(tiny_folder / sub)
+    (other / "classes.yaml").write_text("label_space: synthia16\n")
+    trainer = Trainer(tiny_config(f"data.val.root={other}"))
+    with pytest.raises(ConfigError, match=r"data\.streams\.labeled.*camvid.*synthia16"):
+        trainer.fit()

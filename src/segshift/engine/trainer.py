@@ -170,6 +170,14 @@ class Trainer:
         for index, name in enumerate(self.method.streams):
             stream_cfg = self.cfg.data.streams[name]
             dataset = build_dataset(stream_cfg, train=True)
+            names = list(dataset.label_space.class_names)
+            if dataset.labeled and names != list(self.label_space.class_names):
+                raise ConfigError(
+                    f"data.streams.{name} ({stream_cfg.name}, label space "
+                    f"'{dataset.label_space.name}', {len(names)} classes) does not match the "
+                    f"evaluation label space '{self.label_space.name}' "
+                    f"({self.num_classes} classes): use one class list for both"
+                )
             streams[name] = Stream(
                 dataset,
                 stream_cfg.batch_size,

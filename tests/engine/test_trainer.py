@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 
+from helpers import assert_resume_exact, every_stream, read_log
 from segshift.engine.checkpoint import load_checkpoint
 from segshift.engine.trainer import Trainer, TrainingInterrupted
 from segshift.errors import ConfigError, TrainingError
 from segshift.registry import METHODS
-
-
-def read_log(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
 def test_fit_writes_run_directory(tiny_config) -> None:
@@ -50,53 +46,9 @@ def test_lr_follows_poly_schedule(tiny_config) -> None:
     assert head["initial_lr"] == pytest.approx(0.1)
 
 
-def every_stream(root) -> list[str]:
-    """Overrides giving every stream name a method may ask for, all on the tiny dataset."""
-    overrides = []
-    for name, labeled in (("source", True), ("target", False), ("unlabeled", False)):
-        prefix = f"data.streams.{name}"
-        overrides += [
-            f"{prefix}.name=folder",
-            f"{prefix}.root={root}",
-            f"{prefix}.labeled={str(labeled).lower()}",
-            f"{prefix}.batch_size=2",
-            f"{prefix}.crop_size=[32,32]",
-            f"{prefix}.hflip=true",
-        ]
-    return overrides
-
-
 @pytest.mark.parametrize("method", METHODS.names())
 def test_resume_is_exact(method, tiny_config, tiny_folder, tmp_path) -> None:
-    """2N steps in one go == N steps, stop, resume, N steps: weights, optimizer state, losses."""
-    extra = [f"method.name={method}", *every_stream(tiny_folder)]
-    straight = Trainer(tiny_config("train.iters=4", f"output_dir={tmp_path / 'a'}", *extra))
-    straight.fit()
-    first = Trainer(tiny_config("train.stop_at=2", f"output_dir={tmp_path / 'b'}", *extra))
-    first.fit()
-    assert first.step == 2
-    resumed = Trainer(tiny_config("train.iters=4", f"output_dir={tmp_path / 'b'}", *extra))
-    resumed.fit()
-    a, b = straight.method.state_dict(), resumed.method.state_dict()
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    losses_a = [r for r in read_log(straight.run_dir) if r["kind"] == "train"]
-    losses_b = [r for r in read_log(resumed.run_dir) if r["kind"] == "train"]
-    drop_time = [
-        {k: v for k, v in r.items() if k not in ("time", "sec_per_step")} for r in losses_a
-    ]
-    assert drop_time == [
-        {k: v for k, v in r.items() if k not in ("time", "sec_per_step")} for r in losses_b
-    ]
-    assert straight.optimizers.keys() == resumed.optimizers.keys()
-    for name in straight.optimizers:
-        state_a = straight.optimizers[name].state_dict()["state"]
-        state_b = resumed.optimizers[name].state_dict()["state"]
-        assert state_a.keys() == state_b.keys()
-        for key in state_a:
-            for field, value in state_a[key].items():
-                assert torch.equal(value, state_b[key][field]), (name, key, field)
+    assert_resume_exact(tiny_config, tmp_path, f"method.name={method}", *every_stream(tiny_folder))
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_config, monkeypatch) -> None:

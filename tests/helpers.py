@@ -1,0 +1,59 @@
+"""Helpers shared by test modules (``tests`` is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from segshift.engine.trainer import Trainer
+
+
+def read_log(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def every_stream(root) -> list[str]:
+    """Overrides giving every stream name a method may ask for, all on the tiny dataset."""
+    overrides = []
+    for name, labeled in (("source", True), ("target", False), ("unlabeled", False)):
+        prefix = f"data.streams.{name}"
+        overrides += [
+            f"{prefix}.name=folder",
+            f"{prefix}.root={root}",
+            f"{prefix}.labeled={str(labeled).lower()}",
+            f"{prefix}.batch_size=2",
+            f"{prefix}.crop_size=[32,32]",
+            f"{prefix}.hflip=true",
+        ]
+    return overrides
+
+
+def assert_resume_exact(tiny_config, tmp_path, *extra: str) -> tuple[Trainer, Trainer]:
+    """2N steps in one go == N steps, stop, resume, N steps: weights, optimizer state, losses."""
+    straight = Trainer(tiny_config("train.iters=4", f"output_dir={tmp_path / 'a'}", *extra))
+    straight.fit()
+    first = Trainer(tiny_config("train.stop_at=2", f"output_dir={tmp_path / 'b'}", *extra))
+    first.fit()
+    assert first.step == 2
+    resumed = Trainer(tiny_config("train.iters=4", f"output_dir={tmp_path / 'b'}", *extra))
+    resumed.fit()
+    a, b = straight.method.state_dict(), resumed.method.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+    def losses(trainer: Trainer) -> list[dict]:
+        records = [r for r in read_log(trainer.run_dir) if r["kind"] == "train"]
+        return [{k: v for k, v in r.items() if k not in ("time", "sec_per_step")} for r in records]
+
+    assert losses(straight) == losses(resumed)
+    assert straight.optimizers.keys() == resumed.optimizers.keys()
+    for name in straight.optimizers:
+        state_a = straight.optimizers[name].state_dict()["state"]
+        state_b = resumed.optimizers[name].state_dict()["state"]
+        assert state_a.keys() == state_b.keys()
+        for key in state_a:
+            for field, value in state_a[key].items():
+                assert torch.equal(value, state_b[key][field]), (name, key, field)
+    return straight, resumed

@@ -120,7 +120,6 @@ class EvalConfig:
     stride: list[int] | None = None
     flip: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
-    batch_size: int = 1
     subset: str | None = None
 
 

@@ -1,37 +1,21 @@
 """build_dataset from config objects; subsets, split files and seeded augmentation."""
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from segshift.config import DatasetConfig
 from segshift.data import SegDataset, build_dataset, dataset_options
 from segshift.data.folder import FolderDataset
 from segshift.errors import ConfigError
 from segshift.registry import DATASETS
 
 
-@dataclass
-class Cfg:
-    """The DatasetConfig attributes, so these tests do not depend on segshift.config."""
-
-    name: str = "camvid"
-    root: str = ""
-    split: str = "train"
-    labeled: bool = True
-    domain: str = ""
-    n_labeled: int | None = None
-    split_file: str | None = None
-    subset_seed: int = 0
-    batch_size: int = 2
-    resize: list[int] | None = None
-    crop_size: list[int] | None = None
-    scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    hflip: bool = False
-    photometric: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+def Cfg(**fields: Any) -> DatasetConfig:  # noqa: N802 - reads like the dataclass it builds
+    """A DatasetConfig defaulting to CamVid."""
+    return DatasetConfig(**{"name": "camvid", **fields})
 
 
 def test_every_registered_dataset_is_a_seg_dataset():

@@ -132,14 +132,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- set-up
     def _label_space(self) -> Any:
-        sets = [self.val_set] if self.val_set is not None else []
+        """The validation set's label space, else the first labeled stream's."""
+        if self.val_set is not None:
+            return self.val_set.label_space
         for stream_cfg in self.cfg.data.streams.values():
             if stream_cfg.labeled:
-                sets.append(build_dataset(stream_cfg, train=False))
-                break
-        if not sets:
-            raise ConfigError("no labeled dataset to take the label space from: set data.val")
-        return sets[0].label_space
+                return build_dataset(stream_cfg, train=False).label_space
+        raise ConfigError("no labeled dataset to take the label space from: set data.val")
 
     def setup_training(self) -> None:
         """Build the data streams, optimizers and schedulers (not needed for evaluation)."""
@@ -195,7 +194,7 @@ class Trainer:
         indices = shard_indices(len(self.val_set), self.fabric.global_rank, self.fabric.world_size)
         return DataLoader(
             Subset(self.val_set, indices),
-            batch_size=self.cfg.eval.batch_size,
+            batch_size=self.cfg.data.val.batch_size,
             num_workers=self.cfg.data.num_workers,
             generator=torch.Generator().manual_seed(0),
         )

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from segshift.errors import SegshiftError
+from segshift.errors import SegshiftError, TrainingInterrupted
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
@@ -200,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except TrainingInterrupted as err:
+        print(f"segshift {args.command}: {err}", file=sys.stderr)
+        return err.exit_code
     except SegshiftError as err:
         print(f"segshift {args.command}: error: {err}", file=sys.stderr)
-        return 143 if type(err).__name__ == "TrainingInterrupted" else 2
+        return 2
     return 0
 
 

@@ -21,6 +21,17 @@ class TrainingError(SegshiftError, RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite)."""
 
 
+class TrainingInterrupted(SegshiftError):
+    """A signal asked training to stop; a checkpoint was written first.
+
+    ``exit_code`` follows the shell's convention, 128 + the signal number (143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int = 15) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 class UnknownNameError(ConfigError, KeyError):
     """A dataset, model or method name is not registered; the message suggests the closest."""
 

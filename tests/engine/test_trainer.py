@@ -9,8 +9,8 @@ import torch
 
 from helpers import assert_resume_exact, every_stream, read_log
 from segshift.engine.checkpoint import load_checkpoint
-from segshift.engine.trainer import Trainer, TrainingInterrupted
-from segshift.errors import ConfigError, TrainingError
+from segshift.engine.trainer import Trainer
+from segshift.errors import ConfigError, TrainingError, TrainingInterrupted
 from segshift.registry import METHODS
 
 
@@ -80,8 +80,9 @@ def test_signal_writes_checkpoint_then_resume(tiny_config) -> None:
         return original(batch, step)
 
     trainer.method.training_step = signalled
-    with pytest.raises(TrainingInterrupted, match=r"SIGTERM at step 3"):
+    with pytest.raises(TrainingInterrupted, match=r"SIGTERM at step 3") as caught:
         trainer.fit()
+    assert caught.value.exit_code == 143
     state, _ = load_checkpoint(trainer.run_dir / "checkpoints" / "latest.pt")
     assert state["step"] == 3
     again = Trainer(tiny_config("train.iters=6", "train.ckpt_every=100"))

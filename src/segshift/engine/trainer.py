@@ -35,13 +35,9 @@ from segshift.engine.checkpoint import export_weights, load_checkpoint, save_che
 from segshift.engine.loaders import Stream, shard_indices
 from segshift.engine.logging import RunLogger
 from segshift.engine.schedules import build_scheduler
-from segshift.errors import CheckpointError, ConfigError, SegshiftError, TrainingError
+from segshift.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from segshift.evaluation import evaluate
 from segshift.registry import METHODS
-
-
-class TrainingInterrupted(SegshiftError):
-    """A signal asked training to stop; a checkpoint was written first."""
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -128,7 +124,7 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] = {"miou": -math.inf, "step": -1}
         self.nonfinite = 0
-        self._stop_signal: str | None = None
+        self._stop_signal: signal.Signals | None = None
 
     # ----------------------------------------------------------------- set-up
     def _label_space(self) -> Any:
@@ -251,7 +247,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._stop_signal = signal.Signals(signum).name
+        self._stop_signal = signal.Signals(signum)
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         flag = torch.isfinite(loss.detach()).float()
@@ -341,10 +337,12 @@ class Trainer:
                     return metrics
                 if self._stop_requested():
                     self.save("latest")
+                    received = self._stop_signal or signal.SIGTERM  # or another rank's
                     raise TrainingInterrupted(
-                        f"stopped by {self._stop_signal or 'a signal on another rank'} at step "
-                        f"{step}; checkpoint written to {self.ckpt_dir / 'latest.pt'}. Run the "
-                        f"same command again (or `segshift train --resume {self.run_dir}`) to go on."
+                        f"stopped by {received.name} at step {step}; checkpoint written to "
+                        f"{self.ckpt_dir / 'latest.pt'}. Run the same command again (or "
+                        f"`segshift train --resume {self.run_dir}`) to go on.",
+                        signum=int(received),
                     )
             if is_main:
                 export_weights(

@@ -113,3 +113,15 @@ def test_data_synthcity(tmp_path, capsys) -> None:
     assert main(args) == 0
     assert len(list((out / "images").glob("*.png"))) == 3
     assert (out / "classes.yaml").is_file()
+
+
+def test_predict_from_shared_export_matches_run(trained, tmp_path) -> None:
+    # the run trained 2 steps and evaluated at step 2, so its best checkpoint is the export
+    run, data = trained
+    from_run, from_export = tmp_path / "run", tmp_path / "export"
+    images = str(data / "images")
+    assert main(["predict", images, "--checkpoint", str(run), "--out", str(from_run)]) == 0
+    export = str(run / "export")
+    assert main(["predict", images, "--checkpoint", export, "--out", str(from_export)]) == 0
+    for mask in from_run.glob("*_color.png"):
+        assert mask.read_bytes() == (from_export / mask.name).read_bytes()

@@ -85,3 +85,12 @@ def test_saved_config_round_trips(config_file: Path, tmp_path: Path) -> None:
     save_config(cfg, tmp_path / "run" / "config.yaml")
     again = load_config(tmp_path / "run" / "config.yaml")
     assert again == cfg
+
+
+def test_config_diff_names_changed_keys(config_file: Path) -> None:
+    from segshift.config import config_diff
+
+    a = load_config(config_file)
+    b = load_config(config_file, ["optim.lr=0.5", "data.streams.labeled.hflip=true"])
+    assert config_diff(a, b) == ["data.streams.labeled.hflip", "optim.lr"]
+    assert config_diff(a, a) == []

@@ -262,3 +262,19 @@ def to_dataclass(params: dict[str, Any] | DictConfig, schema: type, prefix: str)
 def save_config(cfg: DictConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (temp file + rename)."""
     atomic_write_bytes(path, OmegaConf.to_yaml(cfg, resolve=True).encode())
+
+
+def config_diff(old: Any, new: Any) -> list[str]:
+    """Dotted keys whose values differ between two configs (added or removed keys included)."""
+
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict):
+            items: dict[str, Any] = {}
+            for key, value in node.items():
+                items.update(flat(value, f"{prefix}{key}."))
+            return items
+        return {prefix.rstrip("."): node}
+
+    a = flat(OmegaConf.to_container(old, resolve=True) if isinstance(old, DictConfig) else old)
+    b = flat(OmegaConf.to_container(new, resolve=True) if isinstance(new, DictConfig) else new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

@@ -140,3 +140,12 @@ def test_stream_and_val_label_spaces_must_match(tiny_config, tiny_folder, tmp_pa
     trainer = Trainer(tiny_config(f"data.val.root={other}"))
     with pytest.raises(ConfigError, match=r"data\.streams\.labeled.*camvid.*synthia16"):
         trainer.fit()
+
+
+def test_resume_with_changed_config_says_so(tiny_config, capsys) -> None:
+    Trainer(tiny_config("train.stop_at=2")).fit()
+    capsys.readouterr()
+    Trainer(tiny_config("optim.lr=0.5")).fit()
+    out = capsys.readouterr().out
+    assert "resumed" in out and "at step 2" in out
+    assert "differs" in out and "optim.lr" in out and "train.stop_at" in out

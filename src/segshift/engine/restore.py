@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from segshift.config import Config, merge_into_schema
 from segshift.engine.checkpoint import load_checkpoint
@@ -25,6 +28,13 @@ def find_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint at {path} (expected a .pt file or a run directory)")
 
 
+def _merged(config: dict[str, Any], overrides: list[str] | None, origin: Path) -> DictConfig:
+    layers: list[Any] = [config]
+    if overrides:
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    return merge_into_schema(Config(), *layers, origin=str(origin))
+
+
 def config_from_checkpoint(
     path: str | Path, overrides: list[str] | None = None
 ) -> tuple[DictConfig, dict[str, Any], Path]:
@@ -32,17 +42,41 @@ def config_from_checkpoint(
     state, origin = load_checkpoint(find_checkpoint(path))
     if "config" not in state or "label_space" not in state:
         raise CheckpointError(f"{origin} holds no config or label space: not a segshift checkpoint")
-    layers: list[Any] = [state["config"]]
-    if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-    cfg = merge_into_schema(Config(), *layers, origin=str(origin))
-    return cfg, state, origin
+    return _merged(state["config"], overrides, origin), state, origin
+
+
+def _load_export(
+    directory: Path, overrides: list[str] | None
+) -> tuple[DictConfig, Any, dict[str, Any]]:
+    """A shared export: ``model.safetensors`` (the eval model's weights) + ``config.json``."""
+    meta_path = directory / "config.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        config, label_space = meta["config"], meta["label_space"]
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{meta_path}: not a segshift export config ({err})") from None
+    cfg = _merged(config, overrides, meta_path)
+    cfg.model.encoder_weights = None
+    method = build_method(cfg, len(label_space["class_names"]))
+    weights = directory / "model.safetensors"
+    try:
+        method.eval_model().load_state_dict(load_file(str(weights)))
+    except (RuntimeError, OSError, SafetensorError) as err:
+        summary = " ".join(str(err).split())[:600]
+        raise CheckpointError(
+            f"{weights} does not fit the model of {meta_path}: {summary}"
+        ) from None
+    method.eval()
+    return cfg, method, label_space
 
 
 def load_trained(
     path: str | Path, overrides: list[str] | None = None
 ) -> tuple[DictConfig, Any, dict[str, Any]]:
-    """Return (config, method in eval mode, label-space info) from a run dir or checkpoint."""
+    """Return (config, method in eval mode, label-space info) from a run directory, a checkpoint
+    file, or an export directory (``model.safetensors`` + ``config.json``)."""
+    if (Path(path) / "model.safetensors").is_file():
+        return _load_export(Path(path), overrides)
     cfg, state, origin = config_from_checkpoint(path, overrides)
     label_space = state["label_space"]
     cfg.model.encoder_weights = None  # the checkpoint holds the trained weights; no download

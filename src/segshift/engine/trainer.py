@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
 import segshift.methods  # noqa: F401  (registers the methods)
-from segshift.config import check_required, save_config
+from segshift.config import check_required, config_diff, save_config
 from segshift.data import build_dataset
 from segshift.engine.checkpoint import export_weights, load_checkpoint, save_checkpoint
 from segshift.engine.loaders import Stream, shard_indices
@@ -294,11 +294,12 @@ class Trainer:
         """Train to ``train.iters`` (resuming if a checkpoint exists); return the last metrics."""
         cfg = self.cfg
         self.setup_training()
-        if cfg.train.resume:
-            self.resume()
+        resumed = cfg.train.resume and self.resume()
         is_main = self.fabric.global_rank == 0
+        saved = self.run_dir / "config.yaml"
+        changed = config_diff(OmegaConf.load(saved), cfg) if resumed and saved.is_file() else []
         if is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_config(cfg, saved)
         logger = RunLogger(
             self.run_dir,
             enabled=is_main,
@@ -309,6 +310,13 @@ class Trainer:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        if resumed:
+            logger.message(f"resumed {self.run_dir} at step {self.step}")
+        if changed:
+            logger.message(
+                f"note: the config differs from the one this run started with in: "
+                f"{', '.join(changed)}"
+            )
         metrics: dict[str, Any] = {}
         try:
             self.module.train()
@@ -348,7 +356,11 @@ class Trainer:
                 export_weights(
                     self.run_dir / "export",
                     self.method.eval_model(),
-                    {"config": OmegaConf.to_container(cfg, resolve=True), "step": self.step},
+                    {
+                        "config": OmegaConf.to_container(cfg, resolve=True),
+                        "label_space": self.label_space_info(),
+                        "step": self.step,
+                    },
                 )
         finally:
             for sig, handler in previous.items():

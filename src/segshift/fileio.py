@@ -26,12 +26,16 @@ def fsync_dir(directory: Path) -> None:
 
 
 def atomic_write(
-    path: str | os.PathLike, write: Callable[[IO[bytes]], None], keep_previous: Path | None = None
+    path: str | os.PathLike,
+    write: Callable[[IO[bytes]], None],
+    keep_previous: Path | None = None,
+    durable: bool = True,
 ) -> Path:
     """Call ``write(file)`` on a temp file beside ``path``, fsync it and rename it into place.
 
     With ``keep_previous``, an existing ``path`` is first renamed there, so that at every instant
-    either the new or the previous version is complete on disk.
+    either the new or the previous version is complete on disk. ``durable=False`` skips the
+    fsyncs (still atomic for readers; for regenerable files written by the thousand).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,17 +44,19 @@ def atomic_write(
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
-    return atomic_write(path, lambda handle: handle.write(data))
+    return atomic_write(path, lambda handle: handle.write(data), durable=durable)

@@ -18,6 +18,7 @@ from segshift.data.synthcity import (
     parse_size,
     render_sample,
 )
+from segshift.errors import DataError
 
 SIZE = (48, 64)
 
@@ -149,3 +150,27 @@ def test_parse_size() -> None:
 def test_unknown_style_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="style"):
         generate(tmp_path, "cartoon", n=1, size=SIZE, seed=0)
+
+
+def test_regenerating_smaller_or_other_style_leaves_no_stale_scenes(tmp_path):
+    out = tmp_path / "set"
+    generate(out, "sim", n=3, size=(32, 40), seed=0)
+    generate(out, "photo", n=2, size=(32, 40), seed=0)
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        "photo_000000.png",
+        "photo_000001.png",
+    ]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [
+        "photo_000000.png",
+        "photo_000001.png",
+    ]
+
+
+def test_foreign_files_stop_generation_untouched(tmp_path):
+    out = tmp_path / "set"
+    (out / "images").mkdir(parents=True)
+    precious = out / "images" / "holiday.jpg"
+    precious.write_bytes(b"not ours")
+    with pytest.raises(DataError, match="holiday.jpg: not a synthcity file"):
+        generate(out, "sim", n=2, size=(32, 40), seed=0)
+    assert precious.read_bytes() == b"not ours"

@@ -8,13 +8,16 @@ OUT/classes.yaml, OUT/manifest.json. Every sample draws from its own generator s
 from __future__ import annotations
 
 import json
-import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
+
+from segshift.errors import DataError
+from segshift.fileio import atomic_write_bytes
 
 from .render import render
 from .scene import sample_scene
@@ -35,6 +38,7 @@ CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("pedestrian", (64, 64, 0)),
     ("bicyclist", (0, 128, 192)),
 )
+_SAMPLE_FILE = re.compile(r"(sim|photo)_\d{6}\.png|\.(sim|photo)_\d{6}\.png\..*\.tmp")
 _STYLE_SALT = {"sim": 0, "photo": 1}  # different styles with one seed must not share layouts
 
 
@@ -65,10 +69,32 @@ def render_sample(
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # A temp name plus os.replace: an interrupted run never leaves a truncated file behind.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    # Atomic (an interrupted run never leaves a truncated file) but not fsynced: regenerable.
+    atomic_write_bytes(path, data, durable=False)
+
+
+def _clear_stale(out: Path, style: str, n: int) -> None:
+    """Remove earlier synthcity samples in ``out`` that this run will not rewrite.
+
+    Without this, regenerating with a smaller ``n`` or another style would leave old scenes that
+    the folder dataset would load. Files synthcity did not write are never deleted: they stop the
+    run instead.
+    """
+    keep = {f"{sample_name(style, i)}.png" for i in range(n)}
+    stale = []
+    for sub in ("images", "masks"):
+        for path in sorted((out / sub).iterdir()):
+            if path.name in keep:
+                continue
+            if not _SAMPLE_FILE.fullmatch(path.name):
+                raise DataError(
+                    f"{path}: not a synthcity file; refusing to generate into {out} (use an "
+                    "empty or synthcity-only directory)"
+                )
+            stale.append(path)
+    (out / "manifest.json").unlink(missing_ok=True)  # marks the set unfinished until the end
+    for path in stale:
+        path.unlink()
 
 
 def _encode_png(array: np.ndarray) -> bytes:
@@ -115,6 +141,7 @@ def generate(
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    _clear_stale(out, style, n)
     jobs = [(out, style, size, seed, i) for i in range(n)]
     counts = np.zeros(256, np.int64)
     if workers > 1 and n > 1:

@@ -122,3 +122,15 @@ def test_missing_dataset_root_names_it(tiny_config, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError, match=str(missing)):
         Trainer(tiny_config(f"data.streams.labeled.root={missing}", f"data.val.root={missing}"))
+
+
+def test_mixed_image_sizes_in_a_batch_say_what_to_do(tiny_config, tiny_folder: Path) -> None:
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        path = tiny_folder / sub / "img_001.png"
+        with Image.open(path) as image:
+            image.resize((48, 24), Image.NEAREST).save(path)
+    trainer = Trainer(tiny_config("train.eval_every=1"))
+    with pytest.raises(DataError, match=r"differ in size.*img_001.*batch_size: 1"):
+        trainer.evaluate()

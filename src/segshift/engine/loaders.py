@@ -13,11 +13,25 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from segshift.errors import SegshiftError
+from segshift.errors import DataError, SegshiftError
 
 _SEED_MIX = 0x9E3779B1
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate``, with a clear error when the samples of a batch differ in size."""
+    try:
+        return default_collate(samples)
+    except RuntimeError as err:
+        if "equal size" not in str(err):
+            raise
+        sizes = ", ".join(f"{s['name']}: {tuple(s['image'].shape[-2:])}" for s in samples)
+        raise DataError(
+            f"the images of one batch differ in size ({sizes}); set the dataset's resize or "
+            "crop_size, or batch_size: 1"
+        ) from None
 
 
 class StreamSampler(Sampler[tuple[int, int]]):
@@ -99,6 +113,7 @@ class Stream:
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=True,
+            collate_fn=collate,
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
             # its own generator: creating an iterator must not draw from the global RNG, or a

@@ -32,7 +32,7 @@ import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.config import check_required, config_diff, save_config
 from segshift.data import build_dataset
 from segshift.engine.checkpoint import export_weights, load_checkpoint, save_checkpoint
-from segshift.engine.loaders import Stream, shard_indices
+from segshift.engine.loaders import Stream, collate, shard_indices
 from segshift.engine.logging import RunLogger
 from segshift.engine.schedules import build_scheduler
 from segshift.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
@@ -192,6 +192,7 @@ class Trainer:
             Subset(self.val_set, indices),
             batch_size=self.cfg.data.val.batch_size,
             num_workers=self.cfg.data.num_workers,
+            collate_fn=collate,
             generator=torch.Generator().manual_seed(0),
         )
 

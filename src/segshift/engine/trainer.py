@@ -16,13 +16,11 @@ RNG states, stream positions and the step all come back.
 from __future__ import annotations
 
 import math
-import random
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
@@ -31,7 +29,13 @@ from torch.utils.data import DataLoader, Subset
 import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.config import check_required, config_diff, save_config
 from segshift.data import build_dataset
-from segshift.engine.checkpoint import export_weights, load_checkpoint, save_checkpoint
+from segshift.engine.checkpoint import (
+    capture_rng,
+    export_weights,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from segshift.engine.loaders import Stream, collate, shard_indices
 from segshift.engine.logging import RunLogger
 from segshift.engine.schedules import build_scheduler
@@ -42,25 +46,6 @@ from segshift.registry import METHODS
 
 def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name
-
-
-def capture_rng() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def make_fabric(cfg: DictConfig) -> Fabric:

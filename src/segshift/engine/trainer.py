@@ -242,12 +242,14 @@ class Trainer:
         return bool(flag.item() > 0)
 
     def _stop_requested(self) -> bool:
+        if self.fabric.world_size == 1:
+            return self._stop_signal is not None
         flag = torch.tensor(1.0 if self._stop_signal else 0.0, device=self.fabric.device)
-        if self.fabric.world_size > 1:
-            flag = self.fabric.all_reduce(flag, reduce_op="max")
-        return bool(flag.item() > 0)
+        return bool(self.fabric.all_reduce(flag, reduce_op="max").item() > 0)
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Any]:
+        """One optimisation step; returns the method's outputs, detached (tensors stay on the
+        device: converting them to numbers syncs with the GPU, so it happens only when logging)."""
         batch = {name: self.fabric.to_device(next(s)) for name, s in self.streams.items()}
         out = self.module(batch, self.step)
         loss = out["loss"]
@@ -274,7 +276,7 @@ class Trainer:
         for sched in self.schedulers.values():
             sched.step()
         self.step += 1
-        return {k: float(v.detach()) if torch.is_tensor(v) else v for k, v in out.items()}
+        return {k: v.detach() if torch.is_tensor(v) else v for k, v in out.items()}
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.iters`` (resuming if a checkpoint exists); return the last metrics."""
@@ -314,6 +316,7 @@ class Trainer:
                 if step % cfg.train.log_every == 0 or step == cfg.train.iters:
                     lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                     elapsed = time.perf_counter() - tick
+                    values = {k: float(v) if torch.is_tensor(v) else v for k, v in values.items()}
                     values.update(lr=lr, sec_per_step=elapsed / cfg.train.log_every)
                     logger.log(step, values)
                     tick = time.perf_counter()
@@ -322,7 +325,6 @@ class Trainer:
                 ):
                     metrics = self.evaluate()
                     self._track_best(metrics, logger)
-                    self.module.train()
                 stop_here = cfg.train.stop_at is not None and step >= cfg.train.stop_at
                 if step % cfg.train.ckpt_every == 0 or step == cfg.train.iters or stop_here:
                     self.save("latest")
@@ -378,12 +380,9 @@ class Trainer:
         loader = self.val_loader()
         if loader is None:
             return {}
-        model = self.method.eval_model()
-        was_training = model.training
-        model.eval()
         ev = self.cfg.eval
-        result = evaluate(
-            model,
+        result = evaluate(  # switches the model to eval mode and back
+            self.method.eval_model(),
             loader,
             self.num_classes,
             mode=ev.mode,
@@ -396,7 +395,6 @@ class Trainer:
             progress=progress,
             subset=self.label_space.subsets.get(ev.subset) if ev.subset else None,
         )
-        model.train(was_training)
         iou = torch.tensor(result["iou"], dtype=torch.float64)
         for name, ids in self.label_space.subsets.items():  # e.g. SYNTHIA's 13 of 16 classes
             result[f"miou_{name}"] = float(torch.nanmean(iou[list(ids)]))

@@ -44,6 +44,9 @@ class DatasetConfig:
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     hflip: bool = False
     photometric: bool = False
+    interpolation: str = (
+        "bilinear"  # image resampling for resize/scale: bilinear|bicubic|area|nearest
+    )
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,10 +60,36 @@ class DataConfig:
 
 
 @dataclass
+class NormalizationConfig:
+    """How an image enters the network: ``(x[channel_order] * scale - mean) / std``.
+
+    Batches hold RGB images in [0, 1]; the model normalises them itself, so training, evaluation,
+    prediction and pseudo-labelling all use the same values. ``preset: auto`` follows the pretrained
+    weights of the encoder (timm/smp publish their statistics; DeepLab-v2 init files are Caffe BGR
+    0-255 with mean subtraction); ``imagenet``, ``caffe``, ``inception`` (0.5/0.5) and ``none`` are
+    fixed presets. Fields given explicitly win over the preset's. A run's config.yaml records the
+    resolved values.
+    """
+
+    preset: str = "auto"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    channel_order: str | None = None  # rgb | bgr
+    scale: float | None = None  # 1.0: pixels in [0, 1]; 255.0: pixels in [0, 255]
+
+
+@dataclass
 class ModelConfig:
     arch: str = "deeplabv3plus"
     encoder: str = "resnet50"
     encoder_weights: str | None = None
+    # What the recipe's paper initialises from and where to get it: with it set, training from
+    # random weights (encoder_weights null) warns loudly, and a missing file's error quotes it.
+    expected_weights: str | None = None
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    # Resizing logits to the label/input size: True in the DeepLab-v2 UDA line (AdaptSegNet,
+    # ADVENT, FDA, DACS), False in mmseg/DAFormer and smp.
+    align_corners: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,6 +111,9 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     head_lr_mult: float = 1.0
     clip_grad_norm: float | None = None
+    # The official DeepLab-v2 trainers (AdaptSegNet, ADVENT, DACS, FDA) list each backbone
+    # parameter once per module that contains it, so SGD updates it 3-4 times per step.
+    official_param_repeats: bool = False
 
 
 @dataclass
@@ -115,7 +147,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    mode: str = "whole"
+    mode: str = "whole"  # whole | slide (mmseg: windows averaged) | slide_unimatch
     crop_size: list[int] | None = None
     stride: list[int] | None = None
     flip: bool = False

@@ -10,7 +10,7 @@ from segshift.data.folder import FolderDataset
 from segshift.data.gta5 import GTA5Dataset
 from segshift.data.synthia import SynthiaDataset
 from segshift.errors import ConfigError
-from segshift.transforms import denormalize
+from segshift.transforms import to_uint8
 
 
 def labels_of(dataset, index=0):
@@ -64,6 +64,23 @@ def test_synthia_reads_the_class_channel_of_16_bit_labels(make_synthia, tiny):
     dataset = SynthiaDataset(make_synthia(2))
     assert dataset.label_space.name == "synthia16"
     assert tiny.band_values(labels_of(dataset, 1), 5) == tiny.SYNTHIA_TRAIN
+
+
+def test_synthia_in_the_19_class_protocol(make_synthia, make_cityscapes, tiny):
+    from segshift.data.label_space import CITYSCAPES_CLASSES
+
+    dataset = SynthiaDataset(make_synthia(2), label_space="synthia19")
+    assert dataset.label_space.num_classes == 19
+    # road, wall, void, bicycle, terrain -> Cityscapes train ids (DACS's SYNTHIA mapping)
+    assert tiny.band_values(labels_of(dataset, 1), 5) == [0, 3, 255, 18, 255]
+    target = CityscapesDataset(make_cityscapes(train_ids=True), label_space="cityscapes_synthia19")
+    assert target.label_space.class_names == dataset.label_space.class_names
+    assert tiny.band_values(labels_of(target), 5) == [5, 255, 6, 7, 8]  # train ids as they are
+    subsets = target.label_space.subsets
+    assert len(subsets["16"]) == 16 and len(subsets["13"]) == 13
+    missing = set(CITYSCAPES_CLASSES) - {CITYSCAPES_CLASSES[i] for i in subsets["16"]}
+    assert missing == {"terrain", "truck", "train"}
+    assert {"wall", "fence", "pole"}.isdisjoint(CITYSCAPES_CLASSES[i] for i in subsets["13"])
 
 
 @pytest.mark.parametrize("layout", ["shared", "segnet"])
@@ -132,10 +149,10 @@ def test_unlabeled_folder_needs_no_masks_or_classes(make_folder, tiny):
     assert dataset.label_space.num_classes == 0
 
 
-def test_image_is_normalised(make_gta5, tiny):
+def test_image_is_rgb_in_unit_range(make_gta5, tiny):
     dataset = GTA5Dataset(make_gta5(3))
     sample = dataset[-1]
     assert sample["index"] == 2 and sample["name"] == "00003"
-    restored = denormalize(sample["image"]).permute(1, 2, 0).numpy()
+    restored = to_uint8(sample["image"]).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(restored, tiny.random_image(3))
-    assert abs(float(sample["image"].mean())) < 1.0
+    assert float(sample["image"].min()) >= 0.0 and float(sample["image"].max()) <= 1.0

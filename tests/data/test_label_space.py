@@ -8,7 +8,14 @@ from segshift.errors import ConfigError, DataError
 def test_builtin_spaces_have_consistent_sizes():
     assert {"cityscapes", "camvid", "synthia16", "cityscapes16"} <= set(label_space_names())
     sizes = {name: get_label_space(name).num_classes for name in label_space_names()}
-    assert sizes == {"camvid": 11, "cityscapes": 19, "cityscapes16": 16, "synthia16": 16}
+    assert sizes == {
+        "camvid": 11,
+        "cityscapes": 19,
+        "cityscapes16": 16,
+        "synthia16": 16,
+        "cityscapes_synthia19": 19,
+        "synthia19": 19,
+    }
 
 
 def test_cityscapes_label_ids_map_to_train_ids():

@@ -42,7 +42,7 @@ def test_two_branches_sum_the_dilation_6_and_12_convs(multi_level: DeepLabV2) ->
     assert {key.split(".")[-2] for key in result.unexpected_keys} == {"2", "3"}
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        _, c4 = multi_level.encoder(x)
+        _, c4 = multi_level.encoder(multi_level.input_norm(x))
         expected = sum(multi_level.classifier.branches[i](c4) for i in (0, 1))
         torch.testing.assert_close(two(x)["out"], expected)
     assert [conv.dilation[0] for conv in multi_level.classifier.branches] == [6, 12, 18, 24]

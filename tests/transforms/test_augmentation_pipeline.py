@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from segshift.transforms import MEAN, STD, build_transform, denormalize, to_tensor
+from segshift.transforms import build_transform, to_tensor, to_uint8
 
 
 def image_and_mask(h=32, w=48):
@@ -13,14 +13,13 @@ def image_and_mask(h=32, w=48):
     return image, mask
 
 
-def test_normalise_and_denormalize_round_trip():
+def test_tensor_is_rgb_in_unit_range_and_round_trips():
     image, _ = image_and_mask()
     tensor = to_tensor(image)
     assert tensor.shape == (3, 32, 48) and tensor.dtype == torch.float32
-    expected = (image[5, 7, 0] / 255 - MEAN[0]) / STD[0]
-    assert tensor[0, 5, 7].item() == pytest.approx(expected, abs=1e-5)
-    assert torch.equal(denormalize(tensor).permute(1, 2, 0), torch.from_numpy(image))
-    assert denormalize(tensor[None].repeat(2, 1, 1, 1)).shape == (2, 3, 32, 48)
+    assert tensor[0, 5, 7].item() == pytest.approx(image[5, 7, 0] / 255, abs=1e-7)
+    assert torch.equal(to_uint8(tensor).permute(1, 2, 0), torch.from_numpy(image))
+    assert to_uint8(tensor[None].repeat(2, 1, 1, 1)).shape == (2, 3, 32, 48)
 
 
 def test_eval_resizes_the_image_only():
@@ -38,8 +37,7 @@ def test_train_crop_pads_with_ignore_and_zero():
     assert out_image.shape == (3, 16, 20) and out_label.shape == (16, 20)
     assert torch.equal(out_label[:10, :12], torch.from_numpy(mask).long())  # padded bottom/right
     assert (out_label[10:] == 255).all() and (out_label[:, 12:] == 255).all()
-    zero = torch.tensor([-m / s for m, s in zip(MEAN, STD)])
-    assert torch.allclose(out_image[:, 12, 15], zero, atol=1e-5)
+    assert torch.equal(out_image[:, 12, 15], torch.zeros(3))
 
 
 def test_masks_keep_their_ids_when_rescaled():
@@ -88,3 +86,25 @@ def test_flip_moves_image_and_mask_together_and_is_independent_of_jitter():
 def test_invalid_arguments(kwargs):
     with pytest.raises(ValueError):
         build_transform(True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "flag"),
+    [("bilinear", "INTER_LINEAR"), ("bicubic", "INTER_CUBIC"), ("area", "INTER_AREA")],
+)
+def test_resize_interpolation_is_the_one_asked_for(name, flag):
+    import cv2
+
+    image, mask = image_and_mask()
+    expected = cv2.resize(image, (60, 40), interpolation=getattr(cv2, flag))
+    for train in (False, True):
+        out, label = build_transform(train, resize=[40, 60], interpolation=name)(
+            image, mask, seed=0
+        )
+        assert torch.equal(to_uint8(out).permute(1, 2, 0), torch.from_numpy(expected))
+        assert set(label.unique().tolist()) <= set(range(7)) | {255}  # masks stay nearest
+
+
+def test_unknown_interpolation_is_named():
+    with pytest.raises(ValueError, match="interpolation.*bicubc"):
+        build_transform(True, interpolation="bicubc")

@@ -74,14 +74,18 @@ def build_dataset(cfg: Any, train: bool) -> SegDataset:
         raise ConfigError(
             f"dataset options {unknown} are not understood by '{cfg.name}'; known: {', '.join(known)}"
         )
-    transform = build_transform(
-        train,
-        resize=_plain(cfg.resize),
-        crop_size=_plain(cfg.crop_size),
-        scale_range=_plain(cfg.scale_range),
-        hflip=bool(cfg.hflip),
-        photometric=bool(cfg.photometric),
-    )
+    try:
+        transform = build_transform(
+            train,
+            resize=_plain(cfg.resize),
+            crop_size=_plain(cfg.crop_size),
+            scale_range=_plain(cfg.scale_range),
+            hflip=bool(cfg.hflip),
+            photometric=bool(cfg.photometric),
+            interpolation=getattr(cfg, "interpolation", "bilinear"),
+        )
+    except ValueError as err:
+        raise ConfigError(f"dataset '{cfg.name}' ({cfg.root}): {err}") from None
     return cls(
         cfg.root,
         split=cfg.split,

@@ -7,7 +7,9 @@ Layout::
     root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png   (optional)
 
 labelIds are mapped to the 19 train ids; a ``labelTrainIds`` file, when present, is used as is.
-With ``label_space="cityscapes16"`` the labels are SYNTHIA's 16 classes (SYNTHIA -> Cityscapes).
+SYNTHIA -> Cityscapes protocols: ``label_space="cityscapes16"`` keeps SYNTHIA's 16 classes
+(AdaptSegNet / ADVENT: mIoU over 16, ``miou_13`` over 13); ``"cityscapes_synthia19"`` keeps all 19
+and also reports ``miou_16`` and ``miou_13`` (DACS, whose SYNTHIA source uses ``synthia19``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from segshift.registry import DATASETS
 
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
-_LABEL_SPACES = ("cityscapes", "cityscapes16")
+_LABEL_SPACES = ("cityscapes", "cityscapes16", "cityscapes_synthia19")
 
 
 @DATASETS.register("cityscapes")
 class CityscapesDataset(SegDataset):
-    """Cityscapes ``train``/``val``/``test`` split; options: ``label_space`` (cityscapes|cityscapes16)."""
+    """Cityscapes ``train``/``val``/``test`` split; options: ``label_space`` (see the module)."""
 
     dataset_name = "cityscapes"
 
@@ -48,7 +50,7 @@ class CityscapesDataset(SegDataset):
     def find_files(self) -> list[SampleFiles]:
         image_dir = self.require_dir(self.root / "leftImg8bit" / self.split)
         label_dir = self.root / "gtFine" / self.split
-        use_train_ids = self.label_space_name == "cityscapes"
+        use_train_ids = self.label_space_name != "cityscapes16"  # the 19 train ids as they are
 
         def mask_of(image: Path) -> Path:
             stem = label_dir / image.parent.name / image.name[: -len(_IMAGE_SUFFIX)]

@@ -222,6 +222,26 @@ def _synthia16() -> LabelSpace:
     )
 
 
+def _cityscapes_synthia19() -> LabelSpace:
+    """Cityscapes' 19 classes, mIoU also reported over SYNTHIA's 16 and 13 (DACS's protocol)."""
+    names = CITYSCAPES_CLASSES
+    sixteen = [names.index(c) for c in SYNTHIA16_RAW]
+    thirteen = [names.index(c) for c in SYNTHIA16_RAW if c not in SYNTHIA13_DROPPED]
+    return replace(
+        _cityscapes(), name="cityscapes_synthia19", subsets={"16": sixteen, "13": thirteen}
+    )
+
+
+def _synthia19() -> LabelSpace:
+    """SYNTHIA ids mapped into Cityscapes' 19 train ids; terrain, truck, train never occur."""
+    target = _cityscapes_synthia19()
+    return replace(
+        target,
+        name="synthia19",
+        raw_to_train={raw: target.class_names.index(c) for c, raw in SYNTHIA16_RAW.items()},
+    )
+
+
 def _camvid() -> LabelSpace:
     return LabelSpace(
         "camvid",
@@ -236,6 +256,8 @@ _BUILTIN = {
     "cityscapes": _cityscapes,
     "cityscapes16": _cityscapes16,
     "synthia16": _synthia16,
+    "cityscapes_synthia19": _cityscapes_synthia19,
+    "synthia19": _synthia19,
     "camvid": _camvid,
 }
 
@@ -246,7 +268,8 @@ def label_space_names() -> list[str]:
 
 
 def get_label_space(name: str) -> LabelSpace:
-    """A built-in label space: ``cityscapes``, ``cityscapes16``, ``synthia16`` or ``camvid``."""
+    """A built-in label space: ``cityscapes``, ``cityscapes16``, ``synthia16``, ``camvid``, and
+    the 19-class SYNTHIA protocol (DACS): ``synthia19`` with target ``cityscapes_synthia19``."""
     if name not in _BUILTIN:
         known = label_space_names()
         raise ConfigError(

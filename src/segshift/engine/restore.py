@@ -14,6 +14,8 @@ from segshift.config import Config, merge_into_schema
 from segshift.engine.checkpoint import load_checkpoint
 from segshift.engine.trainer import build_method, load_method_state
 from segshift.errors import CheckpointError
+from segshift.models import drop_pretrained_weights
+from segshift.models.official import load_official_deeplabv2, read_official_checkpoint
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -26,6 +28,31 @@ def find_checkpoint(path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     raise CheckpointError(f"no checkpoint at {path} (expected a .pt file or a run directory)")
+
+
+def read_eval_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """(state, path) of a segshift checkpoint or run directory, or ``({"official": weights},
+    path)`` for a released official DeepLab-v2 state dict (see `segshift.models.official`)."""
+    path = find_checkpoint(path)
+    official = read_official_checkpoint(path)
+    if official is not None:
+        return {"official": official}, path
+    return load_checkpoint(path)
+
+
+def load_eval_weights(method: Any, state: dict[str, Any], origin: Path) -> None:
+    """Load what `read_eval_checkpoint` returned: official weights go into ``eval_model()``."""
+    if "official" in state:
+        load_official_deeplabv2(method.eval_model(), state["official"], str(origin))
+    else:
+        load_method_state(method, state["method"], origin)
+
+
+def eval_output_dir(state: dict[str, Any], origin: Path) -> Path:
+    """``<run>/eval`` for a segshift checkpoint, ``<file stem>_eval`` beside an official file."""
+    if "official" in state:
+        return origin.parent / f"{origin.stem}_eval"
+    return origin.parent.parent / "eval"
 
 
 def _merged(config: dict[str, Any], overrides: list[str] | None, origin: Path) -> DictConfig:
@@ -56,7 +83,7 @@ def _load_export(
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"{meta_path}: not a segshift export config ({err})") from None
     cfg = _merged(config, overrides, meta_path)
-    cfg.model.encoder_weights = None
+    drop_pretrained_weights(cfg.model)
     method = build_method(cfg, len(label_space["class_names"]))
     weights = directory / "model.safetensors"
     try:
@@ -79,7 +106,7 @@ def load_trained(
         return _load_export(Path(path), overrides)
     cfg, state, origin = config_from_checkpoint(path, overrides)
     label_space = state["label_space"]
-    cfg.model.encoder_weights = None  # the checkpoint holds the trained weights; no download
+    drop_pretrained_weights(cfg.model)  # the checkpoint holds the trained weights; no download
     method = build_method(cfg, len(label_space["class_names"]))
     load_method_state(method, state["method"], origin)
     method.eval()

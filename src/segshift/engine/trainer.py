@@ -41,6 +41,7 @@ from segshift.engine.logging import RunLogger
 from segshift.engine.schedules import build_scheduler
 from segshift.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from segshift.evaluation import evaluate
+from segshift.models import freeze_normalization
 from segshift.registry import METHODS
 
 
@@ -90,6 +91,7 @@ class Trainer:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
+        self.normalization = freeze_normalization(cfg.model)  # recorded in config.yaml
         val_cfg = cfg.data.val
         self.val_set = build_dataset(val_cfg, train=False) if val_cfg is not None else None
         self.label_space = self._label_space()
@@ -300,6 +302,18 @@ class Trainer:
         }
         if resumed:
             logger.message(f"resumed {self.run_dir} at step {self.step}")
+        norm = self.normalization
+        logger.message(
+            f"input normalisation: {norm.preset} ({norm.channel_order.upper()}, x{norm.scale:g}, "
+            f"mean {list(norm.mean)}, std {list(norm.std)})"
+        )
+        if cfg.model.expected_weights and cfg.model.encoder_weights is None:
+            logger.message(
+                "WARNING: this config is meant to start from pretrained weights "
+                f"({cfg.model.expected_weights}) but model.encoder_weights is null: training from "
+                "random weights will not reach the published number. Pass "
+                "model.encoder_weights=PATH to the downloaded file."
+            )
         if changed:
             logger.message(
                 f"note: the config differs from the one this run started with in: "

@@ -1,8 +1,10 @@
 """Segmentation models and discriminators, built by name from `segshift.registry.MODELS`.
 
-Every segmentation model maps (B, 3, H, W) images to a dict: "out" holds (B, num_classes, h, w)
-logits at the model's own stride (consumers resize), "aux" the auxiliary classifier's logits
-where there is one. `.encoder` is the backbone; every other parameter belongs to the head.
+Every segmentation model maps (B, 3, H, W) RGB images in [0, 1] to a dict: "out" holds
+(B, num_classes, h, w) logits at the model's own stride (consumers resize, with the model's
+`align_corners`), "aux" the auxiliary classifier's logits where there is one. The model
+normalises its input itself (`.input_norm`, from `model.normalization`, following the pretrained
+weights). `.encoder` is the backbone; every other parameter belongs to the head.
 
 Segmentation builders are plain functions registered with `@MODELS.register(name)` and called as
 `builder(num_classes, encoder, encoder_weights, **params)`, where `encoder_weights` is None or a
@@ -17,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from torch import nn
@@ -24,10 +27,27 @@ from torch import nn
 from segshift.errors import ConfigError
 from segshift.models import deeplabv2, discriminators, smp_models  # noqa: F401  (registration)
 from segshift.models.discriminators import DISCRIMINATORS
+from segshift.models.normalization import (
+    InputNorm,
+    Normalization,
+    freeze_normalization,
+    resolve_normalization,
+)
 from segshift.models.weights import is_weight_file, load_encoder_weights
 from segshift.registry import MODELS
 
-__all__ = ["DISCRIMINATORS", "MODELS", "ModelSpec", "build_model", "load_encoder_weights"]
+__all__ = [
+    "DISCRIMINATORS",
+    "MODELS",
+    "InputNorm",
+    "ModelSpec",
+    "Normalization",
+    "build_model",
+    "drop_pretrained_weights",
+    "freeze_normalization",
+    "load_encoder_weights",
+    "resolve_normalization",
+]
 
 
 class ModelSpec(Protocol):
@@ -44,6 +64,8 @@ def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
 
     `cfg.encoder_weights`: None (random init), a pretrained tag such as "imagenet" (downloaded;
     ConfigError when that fails) or a local .pth/.pt/.safetensors file loaded into `.encoder`.
+    The model's `input_norm` follows `cfg.normalization` (see `resolve_normalization`) and its
+    `align_corners` attribute tells consumers how to resize its logits.
     """
     if cfg.arch in DISCRIMINATORS:
         raise ConfigError(
@@ -78,5 +100,22 @@ def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
             "(.pth/.pt/.safetensors) or null"
         ) from err
     if local_file:
+        if not Path(weights).expanduser().is_file():
+            hint = getattr(cfg, "expected_weights", None)
+            raise ConfigError(
+                f"model.encoder_weights: file not found: {weights}"
+                + (f" (this config expects {hint})" if hint else "")
+                + "; give the downloaded file's path, or model.encoder_weights=null to start from "
+                "random weights"
+            )
         load_encoder_weights(model.encoder, weights)
+    model.input_norm = InputNorm(resolve_normalization(cfg))
+    model.align_corners = bool(getattr(cfg, "align_corners", False))
     return model
+
+
+def drop_pretrained_weights(cfg: ModelSpec) -> None:
+    """Set `encoder_weights` to None (the weights come from a checkpoint) after freezing the
+    normalisation, which `auto` derives from the weights."""
+    freeze_normalization(cfg)
+    cfg.encoder_weights = None

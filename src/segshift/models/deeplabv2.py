@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights
 
 from segshift.errors import ConfigError
+from segshift.models.normalization import InputNorm
 from segshift.models.weights import load_into
 from segshift.registry import MODELS
 
@@ -139,6 +140,8 @@ class DeepLabV2(nn.Module):
     AdaptSegNet/ADVENT code; BatchNorm still runs in whatever mode the caller sets.
     """
 
+    align_corners = False  # how consumers resize the logits; set by build_model
+
     def __init__(
         self,
         num_classes: int,
@@ -149,6 +152,7 @@ class DeepLabV2(nn.Module):
         caffe_stride: bool = True,
     ) -> None:
         super().__init__()
+        self.input_norm = InputNorm()
         self.encoder = DilatedResNet(depth, caffe_stride)
         self.classifier = ASPPClassifier(2048, num_classes, aspp_branches)
         self.aux_classifier = (
@@ -160,7 +164,8 @@ class DeepLabV2(nn.Module):
                     module.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        c3, c4 = self.encoder(x)
+        """RGB images in [0, 1] (B, 3, H, W) -> {"out", "aux"}: logits at output stride 8."""
+        c3, c4 = self.encoder(self.input_norm(x))
         outputs = {"out": self.classifier(c4)}
         if self.aux_classifier is not None:
             outputs["aux"] = self.aux_classifier(c3)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segshift.errors import ConfigError
+from segshift.models.normalization import InputNorm
 from segshift.registry import MODELS, did_you_mean
 
 SMP_ARCHS = ("deeplabv3plus", "deeplabv3", "unet", "fpn", "pspnet", "segformer")
@@ -47,8 +48,11 @@ class SmpSegmenter(nn.Module):
     and segmentation head form the rest.
     """
 
+    align_corners = False  # how consumers resize the logits; set by build_model
+
     def __init__(self, net: smp.base.SegmentationModel) -> None:
         super().__init__()
+        self.input_norm = InputNorm()
         self.net = net
 
     @property
@@ -56,6 +60,8 @@ class SmpSegmenter(nn.Module):
         return self.net.encoder
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """RGB images in [0, 1] (B, 3, H, W) -> {"out": (B, num_classes, H, W) logits}."""
+        x = self.input_norm(x)
         height, width = x.shape[-2:]
         stride = self.net.encoder.output_stride if self.net.requires_divisible_input_shape else 1
         pad_h, pad_w = -height % stride, -width % stride

@@ -12,7 +12,7 @@ from segshift.data.io import IMAGE_SUFFIXES, list_images, read_image
 from segshift.engine.restore import load_trained
 from segshift.errors import DataError
 from segshift.evaluation import predict, save_prediction
-from segshift.transforms import to_tensor
+from segshift.transforms import build_transform
 
 
 def gather_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -46,16 +46,18 @@ def predict_images(
     cfg, method, label_space = load_trained(checkpoint, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = method.eval_model().to(device).eval()
-    resize = cfg.data.val.resize if cfg.data.val is not None else None
+    val = cfg.data.val
+    # The evaluation transform of the run: the same resize and interpolation as validation.
+    transform = build_transform(
+        False,
+        resize=list(val.resize) if val is not None and val.resize else None,
+        interpolation=val.interpolation if val is not None else "bilinear",
+    )
     out = Path(out)
     written: list[Path] = []
     for path in gather_images(inputs):
         image = read_image(path)
-        tensor = to_tensor(image).unsqueeze(0).to(device)
-        if resize:
-            tensor = torch.nn.functional.interpolate(
-                tensor, size=tuple(resize), mode="bilinear", align_corners=False
-            )
+        tensor = transform(image)[0].unsqueeze(0).to(device)
         probs = predict(
             model,
             tensor,

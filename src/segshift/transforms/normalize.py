@@ -1,30 +1,26 @@
-"""ImageNet normalisation between uint8 HxWx3 arrays and float (3,H,W) tensors."""
+"""Conversions between uint8 HxWx3 RGB arrays and the batch format: float (3,H,W) RGB in [0, 1].
+
+Images stay un-normalised until they enter a network: each model normalises its input the way
+its pretrained weights expect (``segshift.models.normalization``). Batch augmentation, mixing and
+Fourier swaps therefore work on plain [0, 1] images.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """Turn an RGB uint8 image (H,W,3) into a normalised float32 tensor (3,H,W)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(MEAN).view(3, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1)
-    return tensor.sub_(mean).div_(std)
+    """Turn an RGB uint8 image (H,W,3) into a float32 tensor (3,H,W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    """Undo :func:`to_tensor`: (3,H,W) or (B,3,H,W) float -> same shape uint8 in [0, 255].
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`to_tensor`: (3,H,W) or (B,3,H,W) float in [0, 1] -> same shape uint8.
 
     Example::
 
-        >>> rgb = denormalize(batch["image"][0]).permute(1, 2, 0).numpy()  # H,W,3 uint8
+        >>> rgb = to_uint8(batch["image"][0]).permute(1, 2, 0).numpy()  # H,W,3 uint8
     """
-    shape = (3, 1, 1) if image.dim() == 3 else (1, 3, 1, 1)
-    mean = torch.tensor(MEAN, device=image.device).view(shape)
-    std = torch.tensor(STD, device=image.device).view(shape)
-    return (image * std + mean).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+    return image.mul(255.0).round().clamp(0, 255).to(torch.uint8)

@@ -3,8 +3,8 @@
 A pipeline is a callable ``(image, mask, seed) -> (image tensor, label tensor)``:
 
 - ``image``: RGB uint8 (H,W,3); ``mask``: train ids uint8 (H,W) with 255 = ignore, or ``None``;
-- returns ``image`` float32 (3,h,w) normalised with ImageNet mean/std and ``label`` int64 (h,w)
-  (``None`` when no mask was given).
+- returns ``image`` float32 (3,h,w) RGB in [0, 1] (models normalise their own input) and
+  ``label`` int64 (h,w) (``None`` when no mask was given).
 
 With a ``seed`` the random draws depend only on that seed, so a sample's augmentation can be
 replayed exactly (resume); without one the seed is drawn from torch's generator, which
@@ -23,6 +23,12 @@ import torch
 from segshift.transforms.normalize import to_tensor
 
 IGNORE_INDEX = 255
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,  # the official GTA5/SYNTHIA/Cityscapes loaders of the DA line
+    "area": cv2.INTER_AREA,
+}
 
 
 def _size(value: Sequence[int] | None, what: str) -> tuple[int, int] | None:
@@ -78,14 +84,15 @@ def build_transform(
     scale_range: Sequence[float] = (1.0, 1.0),
     hflip: bool = False,
     photometric: bool = False,
+    interpolation: str = "bilinear",
 ) -> SegTransform:
     """Build the per-sample pipeline for training or evaluation.
 
     Train: resize to ``resize`` [H,W] (optional), random rescale by a factor in ``scale_range``,
     pad to ``crop_size`` (image 0, mask 255), random crop ``crop_size``, horizontal flip,
     colour jitter + Gaussian blur (``photometric``). Eval: only resize the image; the label keeps
-    its full resolution (evaluation resizes logits to the label). Masks always use nearest
-    interpolation.
+    its full resolution (evaluation resizes logits to the label). Images are resampled with
+    ``interpolation`` (nearest, bilinear, bicubic, area); masks always use nearest.
 
     Example::
 
@@ -93,18 +100,19 @@ def build_transform(
         >>> image, label = t(rgb_uint8, train_ids_uint8, seed=7)  # (3,256,256), (256,256)
     """
     resize_hw = _size(resize, "resize")
-    if not train:
-        image_only = (
-            [] if resize_hw is None else [A.Resize(*resize_hw, interpolation=cv2.INTER_LINEAR)]
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}"
         )
+    inter = INTERPOLATIONS[interpolation]
+    if not train:
+        image_only = [] if resize_hw is None else [A.Resize(*resize_hw, interpolation=inter)]
         return SegTransform([], image_only)
 
     steps: list[A.BasicTransform] = []
     if resize_hw is not None:
         steps.append(
-            A.Resize(
-                *resize_hw, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
-            )
+            A.Resize(*resize_hw, interpolation=inter, mask_interpolation=cv2.INTER_NEAREST)
         )
     low, high = float(scale_range[0]), float(scale_range[1])
     if not 0 < low <= high:
@@ -113,7 +121,7 @@ def build_transform(
         steps.append(
             A.RandomScale(
                 scale_limit=(low - 1.0, high - 1.0),
-                interpolation=cv2.INTER_LINEAR,
+                interpolation=inter,
                 mask_interpolation=cv2.INTER_NEAREST,
                 p=1.0,
             )

@@ -44,3 +44,16 @@ def test_ohem_keeps_hard_pixels() -> None:
     # min_kept = 2 raises the threshold so both pixels count
     both = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=2)
     assert both.item() == pytest.approx(per_pixel.mean().item())
+
+
+def test_align_corners_protocol_changes_the_upsampled_logits() -> None:
+    from segshift.methods.common.losses import resize_logits
+
+    logits = torch.tensor([[[[0.0, 1.0]]]])  # (1, 1, 1, 2) -> width 4
+    corners = resize_logits(logits, (1, 4), align_corners=True).flatten().tolist()
+    assert corners == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])  # DeepLab-v2 UDA line
+    half_pixel = resize_logits(logits, (1, 4)).flatten().tolist()
+    assert half_pixel == pytest.approx([0.0, 0.25, 0.75, 1.0])  # mmseg / smp
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    two_class = torch.cat([logits, -logits], dim=1)
+    assert cross_entropy(two_class, target, align_corners=True) != cross_entropy(two_class, target)

@@ -42,7 +42,7 @@ class SegDataset(Dataset):
         labeled: load masks and return ``label``; ``False`` gives an unlabeled image set.
         domain: value of the ``domain`` key of each sample (defaults to the dataset name).
         transform: ``(image, mask, seed) -> (image tensor, label tensor)``; defaults to
-            normalisation only.
+            conversion to a tensor only.
         n_labeled: keep a deterministic subset of this many samples (drawn with ``subset_seed``).
         split_file: text file of sample names to keep (applied before ``n_labeled``).
         subset_seed: seed of the ``n_labeled`` subset.

@@ -54,8 +54,15 @@ class Supervised(Method):
                 self.ignore_index,
                 thresh=self.params.ohem_thresh,
                 min_kept=self.params.ohem_min_kept,
+                align_corners=self.model.align_corners,
             )
-        return cross_entropy(logits, label, self.ignore_index, average=self.params.loss_average)
+        return cross_entropy(
+            logits,
+            label,
+            self.ignore_index,
+            average=self.params.loss_average,
+            align_corners=self.model.align_corners,
+        )
 
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         data = batch[self.params.stream]
@@ -70,9 +77,10 @@ class Supervised(Method):
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         optim = self.cfg.optim
-        return {
-            "model": build_optimizer(optim, param_groups(self.model, optim.lr, optim.head_lr_mult))
-        }
+        groups = param_groups(
+            self.model, optim.lr, optim.head_lr_mult, optim.official_param_repeats
+        )
+        return {"model": build_optimizer(optim, groups)}
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -40,7 +40,7 @@ def _size(value: Sequence[int] | None, what: str) -> tuple[int, int] | None:
 
 
 class SegTransform:
-    """An albumentations pipeline applied jointly to an image and its mask, then normalised.
+    """An albumentations pipeline applied jointly to an image and its mask, then made a tensor.
 
     Args:
         transforms: albumentations transforms applied to image and mask.

@@ -6,11 +6,17 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize (B,C,h,w) logits to ``size`` = (H, W) unless they already match."""
+def resize_logits(
+    logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False
+) -> torch.Tensor:
+    """Bilinearly resize (B,C,h,w) logits to ``size`` = (H, W) unless they already match.
+
+    ``align_corners``: the model's protocol (``model.align_corners``; True in the DeepLab-v2 UDA
+    line, False in mmseg/DAFormer/smp).
+    """
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
 def cross_entropy(
@@ -19,6 +25,7 @@ def cross_entropy(
     ignore_index: int = 255,
     *,
     average: str = "valid",
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Pixel-wise cross-entropy of (B,C,h,w) logits against (B,H,W) labels.
 
@@ -26,7 +33,7 @@ def cross_entropy(
     ``average="all"`` divides by all pixels, ignored ones counting as 0 (mmseg, DAFormer, DACS mix).
     An all-ignored batch gives a zero loss that still has a graph.
     """
-    logits = resize_logits(logits, tuple(target.shape[-2:]))
+    logits = resize_logits(logits, tuple(target.shape[-2:]), align_corners)
     per_pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
     if average == "all":
         return per_pixel.mean()
@@ -43,13 +50,14 @@ def ohem_cross_entropy(
     *,
     thresh: float = 0.7,
     min_kept: int = 100_000,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Online hard example mining CE (as in CPS / UniMatch / U2PL's ``ProbOhemCrossEntropy2d``).
 
     Keeps the valid pixels whose probability for the true class is below ``thresh``; if fewer than
     ``min_kept`` qualify, the threshold rises to the ``min_kept``-th smallest probability.
     """
-    logits = resize_logits(logits, tuple(target.shape[-2:])).float()
+    logits = resize_logits(logits, tuple(target.shape[-2:]), align_corners).float()
     per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
     valid = target != ignore_index
     num_valid = int(valid.sum())

@@ -19,7 +19,9 @@ from segshift.errors import SegshiftError, TrainingInterrupted
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=["whole", "slide"], help="inference mode")
+    parser.add_argument(
+        "--mode", choices=["whole", "slide", "slide_unimatch"], help="inference mode"
+    )
     parser.add_argument("--crop", help="sliding-window crop HxW")
     parser.add_argument("--stride", help="sliding-window stride HxW")
     parser.add_argument("--flip", action="store_true", help="horizontal-flip TTA")
@@ -53,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
     ev.add_argument("target", help="run directory, checkpoint file, or config (with --checkpoint)")
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.val.root=...")
-    ev.add_argument("--checkpoint", help="checkpoint when TARGET is a config")
+    ev.add_argument(
+        "--checkpoint",
+        help="checkpoint when TARGET is a config: a run directory, a segshift checkpoint, or a "
+        "released official DeepLab-v2 .pth (docs/OFFICIAL_CHECKPOINTS.md)",
+    )
     ev.add_argument("--out", help="directory for metrics.csv/json (default: RUN_DIR/eval)")
     _add_inference_options(ev)
 
@@ -104,25 +110,30 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from segshift.config import load_config
-    from segshift.engine.checkpoint import load_checkpoint
-    from segshift.engine.restore import config_from_checkpoint, find_checkpoint
-    from segshift.engine.trainer import Trainer, load_method_state
+    from segshift.engine.restore import (
+        config_from_checkpoint,
+        eval_output_dir,
+        load_eval_weights,
+        read_eval_checkpoint,
+    )
+    from segshift.engine.trainer import Trainer
     from segshift.evaluation import MetricsTable
+    from segshift.models import drop_pretrained_weights
 
     overrides = args.overrides + _inference_overrides(args)
     target = Path(args.target)
-    if target.suffix in (".yaml", ".yml"):
+    if args.checkpoint or target.suffix in (".yaml", ".yml"):  # a config, file or packaged name
         if not args.checkpoint:
             raise SegshiftError("eval CONFIG needs --checkpoint RUN_DIR_OR_FILE")
         cfg = load_config(target, overrides)
-        state, origin = load_checkpoint(find_checkpoint(args.checkpoint))
+        state, origin = read_eval_checkpoint(args.checkpoint)
     else:
         cfg, state, origin = config_from_checkpoint(target, overrides)
     if cfg.data.val is None:
         raise SegshiftError("nothing to evaluate on: set data.val (e.g. data.val.root=...)")
-    cfg.model.encoder_weights = None  # the checkpoint holds the trained weights
-    trainer = Trainer(cfg)
-    load_method_state(trainer.method, state["method"], origin)
+    drop_pretrained_weights(cfg.model)  # the checkpoint holds the trained weights
+    trainer = Trainer(cfg, evaluation_only=True)
+    load_eval_weights(trainer.method, state, origin)
     result = trainer.evaluate(progress=sys.stderr.isatty())
     if trainer.fabric.global_rank != 0:
         return
@@ -132,7 +143,7 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"===> mIoU ({key[5:]} classes): {100 * result[key]:.2f}")
     print()
     print(table.grid())
-    out = Path(args.out) if args.out else origin.parent.parent / "eval"
+    out = Path(args.out) if args.out else eval_output_dir(state, origin)
     table.to_csv(out / "metrics.csv")
     table.to_json(out / "metrics.json")
     print(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")

@@ -78,3 +78,15 @@ def test_file_for_another_network_is_refused(tmp_path: Path) -> None:
     save_file({"generator.weight": torch.zeros(1)}, str(path))
     with pytest.raises(ConfigError, match="no key"):
         build_model(config("fast", "resnet18", str(path)), num_classes=3)
+
+
+def test_plain_timm_file_loads_into_a_tu_encoder(tmp_path: Path) -> None:
+    """A deep-stem ResNet file with timm's own names (UniMatch's resnet101.pth layout)."""
+    import timm
+
+    backbone = timm.create_model("resnet18d", pretrained=False)
+    path = tmp_path / "resnet18d.pth"
+    torch.save(backbone.state_dict(), path)  # conv1.0.weight, ..., fc.weight: no prefix
+    model = build_model(config("fast", "tu-resnet18d", str(path)), num_classes=3)
+    torch.testing.assert_close(model.encoder.model.conv1[0].weight, backbone.conv1[0].weight)
+    torch.testing.assert_close(model.encoder.model.layer4[1].bn2.bias, backbone.layer4[1].bn2.bias)

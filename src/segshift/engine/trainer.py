@@ -81,8 +81,11 @@ def load_method_state(method: torch.nn.Module, state: dict[str, Any], origin: Pa
 class Trainer:
     """Runs one training configuration in its run directory (see the module docstring)."""
 
-    def __init__(self, cfg: DictConfig, fabric: Fabric | None = None) -> None:
-        check_required(cfg)
+    def __init__(
+        self, cfg: DictConfig, fabric: Fabric | None = None, evaluation_only: bool = False
+    ) -> None:
+        """``evaluation_only``: the training streams' required values may stay unset."""
+        check_required(cfg, skip=("data.streams.",) if evaluation_only else ())
         self.cfg = cfg
         self.fabric = fabric or make_fabric(cfg)
         self.run_dir = run_dir_of(cfg)
@@ -104,6 +107,10 @@ class Trainer:
                     f"method '{cfg.method.name}' needs the data stream '{name}': set "
                     f"data.streams.{name} (configured streams: {known})"
                 )
+        if cfg.train.sync_batchnorm and self.fabric.world_size > 1:
+            if self.fabric.device.type == "cpu":
+                raise ConfigError("train.sync_batchnorm needs GPUs (PyTorch has no CPU version)")
+            self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.module = self.fabric.setup_module(self.method)
         self.streams: dict[str, Stream] = {}
         self.optimizers: dict[str, Any] = {}

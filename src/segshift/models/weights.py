@@ -67,6 +67,12 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str)
     """
     state = {_strip_prefixes(key): value for key, value in state.items()}
     expected = module.state_dict()
+    # smp wraps timm (`tu-`) backbones as `.model`: a plain timm/torchvision file has no prefix.
+    if any(key.startswith("model.") for key in expected):
+        state = {
+            f"model.{key}" if key not in expected and f"model.{key}" in expected else key: value
+            for key, value in state.items()
+        }
     matching = {key: value for key, value in state.items() if key in expected}
     if not matching:
         raise ConfigError(
@@ -79,7 +85,10 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str)
         raise ConfigError(
             f"model.encoder_weights: {source} does not fit the encoder: {err}"
         ) from err
-    missing = sorted(expected.keys() - matching.keys())
+    # Files from PyTorch < 0.4.1 (the DeepLab-v2 inits) have no BatchNorm num_batches_tracked.
+    missing = sorted(
+        k for k in expected.keys() - matching.keys() if not k.endswith("num_batches_tracked")
+    )
     unexpected = sorted(state.keys() - matching.keys())
     if missing:
         logger.warning(

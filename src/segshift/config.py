@@ -44,9 +44,20 @@ class DatasetConfig:
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     hflip: bool = False
     photometric: bool = False
-    interpolation: str = (
-        "bilinear"  # image resampling for resize/scale: bilinear|bicubic|area|nearest
-    )
+    # Image resampling for resize and random scale: bilinear | bicubic | area | nearest.
+    interpolation: str = "bilinear"
+    # Image-level augmentation policy (off by default): "randaugment" draws `policy_ops`
+    # photometric ops of strength `policy_magnitude` (0-10) on the image only; with
+    # `policy_geometric` also joint geometric ops (affine) on image and mask.
+    policy: str | None = None
+    policy_ops: int = 2
+    policy_magnitude: int = 9
+    policy_geometric: bool = False
+    # Rare-class sampling (DAFormer): draw a class c with softmax((1 - f_c) / T), then an image
+    # with > rcs_min_pixels pixels of c; re-crop until c covers rcs_min_pixels * min_crop_ratio.
+    rcs_temperature: float | None = None
+    rcs_min_pixels: int = 3000
+    rcs_min_crop_ratio: float = 0.5
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -26,15 +28,19 @@ def cross_entropy(
     *,
     average: str = "valid",
     align_corners: bool = False,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pixel-wise cross-entropy of (B,C,h,w) logits against (B,H,W) labels.
 
     ``average="valid"`` divides by the number of non-ignored pixels (AdaptSegNet, ADVENT, UniMatch);
     ``average="all"`` divides by all pixels, ignored ones counting as 0 (mmseg, DAFormer, DACS mix).
+    ``weight`` (B,H,W) multiplies each pixel's loss first (pseudo-label confidence weights).
     An all-ignored batch gives a zero loss that still has a graph.
     """
     logits = resize_logits(logits, tuple(target.shape[-2:]), align_corners)
     per_pixel = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    if weight is not None:
+        per_pixel = per_pixel * weight
     if average == "all":
         return per_pixel.mean()
     if average != "valid":
@@ -75,3 +81,37 @@ def ohem_cross_entropy(
         kept = true_prob <= threshold
     losses = per_pixel[valid][kept]
     return losses.mean() if losses.numel() else per_pixel.sum() * 0.0
+
+
+def entropy_map(probs: torch.Tensor) -> torch.Tensor:
+    """Per-pixel entropy of (B,C,H,W) probabilities normalised by log C: (B,H,W) in [0, 1].
+
+    ADVENT's ``entropy_loss`` is its mean (a uniform prediction gives 1, a one-hot 0).
+    """
+    return self_information(probs).sum(dim=1)
+
+
+def self_information(probs: torch.Tensor) -> torch.Tensor:
+    """ADVENT's weighted self-information map ``-p log p / log C`` per class: (B,C,H,W).
+
+    The 1e-30 inside the log is ADVENT's ``prob_2_entropy``; base 2 and natural logs give the same
+    ratio.
+    """
+    return -probs * torch.log(probs + 1e-30) / math.log(probs.shape[1])
+
+
+def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """MinEnt (Vu et al., CVPR 2019): mean normalised entropy of softmax(logits) over pixels."""
+    return entropy_map(torch.softmax(logits.float(), dim=1)).mean()
+
+
+def robust_entropy(logits: torch.Tensor, eta: float = 2.0, eps: float = 1e-8) -> torch.Tensor:
+    """FDA's Charbonnier-penalised entropy (Yang & Soatto, CVPR 2020): mean of (H_n^2 + eps)^eta.
+
+    H_n is the per-pixel entropy (natural log) of softmax(logits) divided by ln C (the official
+    code hard-codes ln 19 = 2.9444); ``eps`` is added after squaring, as in the official code
+    (the paper writes 0.001^2). FDA applies it to logits at feature resolution.
+    """
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    entropy = -(log_p.exp() * log_p).sum(dim=1) / math.log(logits.shape[1])
+    return (entropy.pow(2) + eps).pow(eta).mean()

@@ -146,7 +146,7 @@ class Trainer:
                 warmup_iters=cfg.schedule.warmup_iters,
                 warmup_ratio=cfg.schedule.warmup_ratio,
                 min_lr=cfg.schedule.min_lr,
-                base_lr=cfg.optim.lr,
+                base_lr=opt.param_groups[0]["lr"],  # each optimizer decays from its own rate
             )
             for name, opt in optimizers.items()
         }

@@ -1,4 +1,4 @@
-"""Every packaged config loads, builds and trains a step on fixture data laid out like its own."""
+"""Every packaged config loads, builds and trains two steps on fixture data laid out like its own."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def shrink(cfg, roots: dict[str, Path], out: Path) -> list[str]:
 
     Batches of 2: BatchNorm in train mode (e.g. the ASPP image-pooling branch) needs >1 value.
     """
-    overrides = [f"output_dir={out}", "data.num_workers=0", "train.iters=1", "train.stop_at=null"]
-    overrides += ["train.eval_every=1", "train.devices=1", "train.strategy=auto"]
+    overrides = [f"output_dir={out}", "data.num_workers=0", "train.iters=2", "train.stop_at=null"]
+    overrides += ["train.eval_every=2", "train.devices=1", "train.strategy=auto"]
     overrides += ["train.precision=32-true", "train.accelerator=cpu", "train.progress=plain"]
     datasets = {f"data.streams.{k}": v for k, v in cfg.data.streams.items()}
     datasets["data.val"] = cfg.data.val
@@ -53,10 +53,10 @@ def shrink(cfg, roots: dict[str, Path], out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_packaged_config_runs_a_step(name: str, dataset_roots, tmp_path: Path) -> None:
+def test_packaged_config_trains_two_steps(name: str, dataset_roots, tmp_path: Path) -> None:
     cfg = load_config(name)
     trainer = Trainer(load_config(name, shrink(cfg, dataset_roots, tmp_path / "runs")))
     metrics = trainer.fit()
-    assert trainer.step == 1
+    assert trainer.step == 2
     assert 0.0 <= metrics["pixel_accuracy"] <= 1.0
     assert len(metrics["iou"]) == trainer.num_classes

@@ -40,7 +40,7 @@ __all__ = [
 
 # Constructor arguments that come from DatasetConfig fields, not from ``options``.
 _CONFIG_ARGUMENTS = {"self", "root", "split", "labeled", "domain", "transform", "n_labeled",
-                     "split_file", "subset_seed"}  # fmt: skip
+                     "split_file", "subset_seed", "recrop_min_pixels"}  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -59,12 +59,31 @@ def dataset_options(cls: type[SegDataset]) -> list[str]:
     return sorted(names - _CONFIG_ARGUMENTS)
 
 
+def _recrop_min_pixels(cfg: Any) -> float | None:
+    """The crop threshold of rare-class sampling, ``rcs_min_pixels * rcs_min_crop_ratio`` (None
+    when RCS is off or the ratio is 0, as in DAFormer); checks the ``rcs_*`` keys."""
+    temperature = getattr(cfg, "rcs_temperature", None)
+    if temperature is None:
+        return None
+    where = f"dataset '{cfg.name}' ({cfg.root})"
+    if not cfg.labeled:
+        raise ConfigError(f"{where}: rcs_temperature (rare-class sampling) needs labeled: true")
+    if not float(temperature) > 0:
+        raise ConfigError(f"{where}: rcs_temperature must be > 0, got {temperature}")
+    for key in ("rcs_min_pixels", "rcs_min_crop_ratio"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{where}: {key} must be >= 0, got {getattr(cfg, key)}")
+    ratio = float(cfg.rcs_min_crop_ratio)
+    return int(cfg.rcs_min_pixels) * ratio if ratio > 0 else None
+
+
 def build_dataset(cfg: Any, train: bool) -> SegDataset:
     """Build the dataset ``cfg.name`` with the augmentation of ``train`` or evaluation.
 
     ``cfg`` is any object with the DatasetConfig attributes (a dataclass or an OmegaConf
     DictConfig). ``cfg.options`` holds the dataset's own keyword arguments; an unknown one is a
-    ConfigError. ``cfg.domain`` defaults to the dataset name.
+    ConfigError. ``cfg.domain`` defaults to the dataset name. With ``rcs_temperature`` set, keys
+    that name a class re-crop towards it (rare-class sampling, see ``segshift.data.samplers``).
     """
     cls = DATASETS.get(cfg.name)
     options = dict(_plain(cfg.options) or {})
@@ -83,6 +102,10 @@ def build_dataset(cfg: Any, train: bool) -> SegDataset:
             hflip=bool(cfg.hflip),
             photometric=bool(cfg.photometric),
             interpolation=getattr(cfg, "interpolation", "bilinear"),
+            policy=getattr(cfg, "policy", None),
+            policy_ops=int(getattr(cfg, "policy_ops", 2)),
+            policy_magnitude=float(getattr(cfg, "policy_magnitude", 9)),
+            policy_geometric=bool(getattr(cfg, "policy_geometric", False)),
         )
     except ValueError as err:
         raise ConfigError(f"dataset '{cfg.name}' ({cfg.root}): {err}") from None
@@ -95,5 +118,6 @@ def build_dataset(cfg: Any, train: bool) -> SegDataset:
         n_labeled=cfg.n_labeled,
         split_file=cfg.split_file,
         subset_seed=int(cfg.subset_seed),
+        recrop_min_pixels=_recrop_min_pixels(cfg) if train else None,
         **options,
     )

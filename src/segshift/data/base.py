@@ -22,6 +22,10 @@ from segshift.errors import DataError
 from segshift.transforms import build_transform
 
 Transform = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+Key = int | tuple[int, int] | tuple[int, int, int]
+
+# DAFormer redraws a rare-class sample's crop up to 10 times (the last draw is kept).
+RECROP_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,14 @@ class SegDataset(Dataset):
         split_file: text file of sample names to keep (applied before ``n_labeled``).
         subset_seed: seed of the ``n_labeled`` subset.
         complement: keep the samples *not* in the ``n_labeled`` subset (the unlabeled rest).
+        recrop_min_pixels: for keys that name a class (rare-class sampling), redraw the
+            augmentation (its random crop) up to ``RECROP_ATTEMPTS`` times until the label holds
+            more than this many pixels of the class, counted after augmentation; ``None``: never.
 
     Samples are dicts: ``image`` float32 (3,H,W), ``label`` int64 (H,W) with 255 = ignore (only
     when labeled), ``domain`` str, ``name`` str, ``index`` int. ``dataset[i, seed]`` replays the
-    same augmentation for the same ``(i, seed)``.
+    same augmentation for the same ``(i, seed)``, and ``dataset[i, seed, c]`` the same crop
+    chosen to show class ``c``.
     """
 
     dataset_name = "dataset"
@@ -66,6 +74,7 @@ class SegDataset(Dataset):
         split_file: str | Path | None = None,
         subset_seed: int = 0,
         complement: bool = False,
+        recrop_min_pixels: float | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -74,6 +83,7 @@ class SegDataset(Dataset):
         self.labeled = labeled
         self.domain = domain or self.dataset_name
         self.transform = transform or build_transform(train=False)
+        self.recrop_min_pixels = recrop_min_pixels
         self.label_space = self.build_label_space()
         files = self.find_files()
         if not files:
@@ -156,16 +166,39 @@ class SegDataset(Dataset):
             )
         return image, self.label_space.check_train_ids(label, sample.mask)
 
+    def load_label(self, index: int) -> np.ndarray:
+        """Train ids (H,W) uint8 of a labeled sample at full resolution, without its image."""
+        sample = self.files[index]
+        return self.label_space.check_train_ids(self.read_label(sample), sample.mask)
+
+    def _augment(
+        self, image: np.ndarray, label: np.ndarray | None, seed: int | None, focus: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``transform(image, label, seed)``; with a ``focus`` class, redrawn with seeds derived
+        from ``seed`` until the label shows enough of it (DAFormer's rare-class re-crop)."""
+        image_tensor, label_tensor = self.transform(image, label, seed)
+        if focus is None or label_tensor is None or not self.recrop_min_pixels:
+            return image_tensor, label_tensor
+        for attempt in range(1, RECROP_ATTEMPTS + 1):
+            if int((label_tensor == focus).sum()) > self.recrop_min_pixels:
+                break
+            retry_seed = None
+            if seed is not None:
+                retry_seed = int(np.random.SeedSequence((seed, attempt)).generate_state(1)[0])
+            image_tensor, label_tensor = self.transform(image, label, retry_seed)
+        return image_tensor, label_tensor
+
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, seed = key if isinstance(key, tuple) else (key, None)
+    def __getitem__(self, key: Key) -> dict[str, Any]:
+        """``key``: an index, ``(index, augmentation seed)`` or ``(index, seed, class to show)``."""
+        index, seed, focus = (*key, None)[:3] if isinstance(key, tuple) else (key, None, None)
         index = int(index)
         if index < 0:
             index += len(self)
         image, label = self.load(index)
-        image_tensor, label_tensor = self.transform(image, label, seed)
+        image_tensor, label_tensor = self._augment(image, label, seed, focus)
         sample: dict[str, Any] = {
             "image": image_tensor,
             "domain": self.domain,

@@ -4,17 +4,22 @@ Each stream walks an endless sequence of epochs; epoch ``e`` is a permutation of
 from ``(seed, e)``. Rank ``r`` of ``W`` takes the global positions ``r, r + W, r + 2W, ...``, and
 every sample carries its own augmentation seed derived from its global position, so a resumed run
 sees exactly the samples, crops and flips that an uninterrupted one would have seen, whatever the
-number of loader workers.
+number of loader workers. With rare-class sampling (``segshift.data.samplers``) position ``p``
+draws its class and image from a generator seeded by ``(seed, p)`` alone instead, with the same
+guarantees.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from segshift.data.samplers import RareClassSampling
 from segshift.errors import DataError, SegshiftError
 
 _SEED_MIX = 0x9E3779B1
@@ -62,20 +67,55 @@ class StreamSampler(Sampler[tuple[int, int]]):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.length, generator=generator).tolist()
 
+    def _positions(self) -> Iterator[int]:
+        """The global positions of this rank from ``start`` on."""
+        return (local * self.world_size + self.rank for local in itertools.count(self.start))
+
+    def augmentation_seed(self, position: int) -> int:
+        """The seed of the augmentation of the sample at global ``position``."""
+        return (self.seed * _SEED_MIX + position) % (2**31)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         cached_epoch, order = -1, []
-        local = self.start
-        while True:
-            position = local * self.world_size + self.rank
+        for position in self._positions():
             epoch, offset = divmod(position, self.length)
             if epoch != cached_epoch:
                 cached_epoch, order = epoch, self._order(epoch)
-            yield order[offset], (self.seed * _SEED_MIX + position) % (2**31)
-            local += 1
+            yield order[offset], self.augmentation_seed(position)
+
+
+class RareClassSampler(StreamSampler):
+    """Endless ``(index, augmentation seed, class)`` triples drawn by rare-class sampling.
+
+    The class and image of global position ``p`` come from a generator seeded by ``(seed, p)``,
+    the augmentation seed as in :class:`StreamSampler`; the dataset re-crops towards the class.
+    """
+
+    def __init__(
+        self,
+        rare_classes: RareClassSampling,
+        length: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+    ) -> None:
+        super().__init__(length, seed=seed, rank=rank, world_size=world_size, start=start)
+        self.rare_classes = rare_classes
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:  # type: ignore[override]
+        for position in self._positions():
+            rng = np.random.default_rng((self.seed % 2**64, position))
+            index, cls = self.rare_classes.draw(rng)
+            yield index, self.augmentation_seed(position), cls
 
 
 class Stream:
-    """An endless iterator of batches over one dataset that counts what it has handed out."""
+    """An endless iterator of batches over one dataset that counts what it has handed out.
+
+    ``rare_classes``: draw samples by rare-class sampling instead of epoch permutations.
+    """
 
     def __init__(
         self,
@@ -87,6 +127,7 @@ class Stream:
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool = False,
+        rare_classes: RareClassSampling | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -95,16 +136,19 @@ class Stream:
         self.rank = rank
         self.world_size = world_size
         self.pin_memory = pin_memory
+        self.rare_classes = rare_classes
         self.consumed = 0  # samples this rank has taken
         self._iterator: Iterator[Any] | None = None
 
     def _make_iterator(self) -> Iterator[Any]:
-        sampler = StreamSampler(
-            len(self.dataset),  # type: ignore[arg-type]
-            seed=self.seed,
-            rank=self.rank,
-            world_size=self.world_size,
-            start=self.consumed,
+        where = dict(
+            seed=self.seed, rank=self.rank, world_size=self.world_size, start=self.consumed
+        )
+        length = len(self.dataset)  # type: ignore[arg-type]
+        sampler: StreamSampler = (
+            StreamSampler(length, **where)
+            if self.rare_classes is None
+            else RareClassSampler(self.rare_classes, length, **where)
         )
         loader = DataLoader(
             self.dataset,

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Subset
 import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.config import check_required, config_diff, save_config
 from segshift.data import build_dataset
+from segshift.data.samplers import build_rare_class_sampling
 from segshift.engine.checkpoint import (
     capture_rng,
     export_weights,
@@ -167,6 +168,14 @@ class Trainer:
                     f"evaluation label space '{self.label_space.name}' "
                     f"({self.num_classes} classes): use one class list for both"
                 )
+            rare_classes = None
+            if stream_cfg.rcs_temperature is not None:
+                # rank 0 counts the class pixels and caches them in the run directory; the other
+                # ranks then read its file (a shared run directory is assumed, as for resuming)
+                with self.fabric.rank_zero_first():
+                    rare_classes = build_rare_class_sampling(
+                        dataset, stream_cfg, self.run_dir / "rcs", self.cfg.data.num_workers
+                    )
             streams[name] = Stream(
                 dataset,
                 stream_cfg.batch_size,
@@ -175,6 +184,7 @@ class Trainer:
                 rank=self.fabric.global_rank,
                 world_size=self.fabric.world_size,
                 pin_memory=self.fabric.device.type == "cuda",
+                rare_classes=rare_classes,
             )
         return streams
 
@@ -314,6 +324,11 @@ class Trainer:
             f"input normalisation: {norm.preset} ({norm.channel_order.upper()}, x{norm.scale:g}, "
             f"mean {list(norm.mean)}, std {list(norm.std)})"
         )
+        for name, stream in self.streams.items():
+            if stream.rare_classes is not None:
+                classes = stream.dataset.label_space.class_names  # type: ignore[attr-defined]
+                summary = stream.rare_classes.summary(classes)
+                logger.message(f"rare-class sampling on data.streams.{name}: {summary}")
         if cfg.model.expected_weights and cfg.model.encoder_weights is None:
             logger.message(
                 "WARNING: this config is meant to start from pretrained weights "

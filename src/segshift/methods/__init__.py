@@ -1,6 +1,15 @@
 """Training methods, registered by name in ``segshift.registry.METHODS``."""
 
-from segshift.methods import supervised  # noqa: F401  (registers the method)
+from segshift.methods import (  # noqa: F401  (registers the methods)
+    adaptsegnet,
+    adv_cutmix,
+    advent,
+    dacs,
+    fda,
+    minent,
+    selftrain,
+    supervised,
+)
 from segshift.methods.base import Method
 
 __all__ = ["Method"]

@@ -20,7 +20,7 @@ from torch import nn
 
 from segshift.methods.base import Method
 from segshift.methods.common.losses import cross_entropy, ohem_cross_entropy
-from segshift.methods.common.optim import build_optimizer, param_groups
+from segshift.methods.common.optim import segmenter_optimizer
 from segshift.models import build_model
 from segshift.registry import METHODS
 
@@ -76,11 +76,7 @@ class Supervised(Method):
         return losses
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        optim = self.cfg.optim
-        groups = param_groups(
-            self.model, optim.lr, optim.head_lr_mult, optim.official_param_repeats
-        )
-        return {"model": build_optimizer(optim, groups)}
+        return {"model": segmenter_optimizer(self.model, self.cfg.optim)}
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -163,6 +163,10 @@ class DeepLabV2(nn.Module):
                 if isinstance(module, nn.BatchNorm2d):
                     module.requires_grad_(False)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB images in [0, 1] (B, 3, H, W) -> layer4 features (B, 2048, h, w), stride 8."""
+        return self.encoder(self.input_norm(x))[1]
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """RGB images in [0, 1] (B, 3, H, W) -> {"out", "aux"}: logits at output stride 8."""
         c3, c4 = self.encoder(self.input_norm(x))

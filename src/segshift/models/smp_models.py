@@ -59,14 +59,25 @@ class SmpSegmenter(nn.Module):
     def encoder(self) -> nn.Module:
         return self.net.encoder
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """RGB images in [0, 1] (B, 3, H, W) -> {"out": (B, num_classes, H, W) logits}."""
+    def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Normalise and zero-pad to the stride smp requires; returns (x, pad_h, pad_w)."""
         x = self.input_norm(x)
         height, width = x.shape[-2:]
         stride = self.net.encoder.output_stride if self.net.requires_divisible_input_shape else 1
         pad_h, pad_w = -height % stride, -width % stride
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
+        return x, pad_h, pad_w
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB images in [0, 1] (B, 3, H, W) -> the encoder's last-stage features (B, C, h, w),
+        from the same normalised, padded input as `forward`."""
+        return self.net.encoder(self._prepare(x)[0])[-1]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """RGB images in [0, 1] (B, 3, H, W) -> {"out": (B, num_classes, H, W) logits}."""
+        height, width = x.shape[-2:]
+        x, pad_h, pad_w = self._prepare(x)
         out = self.net(x)
         if pad_h or pad_w:
             out_h = math.ceil(height * out.shape[-2] / x.shape[-2])

@@ -24,7 +24,8 @@ SETS = {  # name: (style, images, seed)
 }
 
 
-def _generate(data_dir: Path) -> dict[str, Path]:
+def generate_demo_data(data_dir: Path) -> dict[str, Path]:
+    """The demo's synthcity sets under ``data_dir`` (regenerated only when missing or changed)."""
     roots = {}
     for name, (style, n, seed) in SETS.items():
         root = data_dir / name
@@ -57,7 +58,7 @@ def run_demo(out: str | Path = "runs/demo", iters: int | None = None) -> dict[st
     """Run the whole demo; return the mIoUs (fractions) and their ratio."""
     out = Path(out)
     start = time.perf_counter()
-    roots = _generate(out / "data")
+    roots = generate_demo_data(out / "data")
     print(f"synthcity data ready in {time.perf_counter() - start:.1f}s: {out / 'data'}")
     results = {}
     for name, train_set in (("source_only", "sim_train"), ("oracle", "photo_train")):

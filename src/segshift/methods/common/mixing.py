@@ -9,19 +9,29 @@ from the step keeps resume exact.
   present in each first-batch label map (ceil(n/2), drawn without replacement).
 - CutMix (Yun et al., ICCV 2019) boxes: one rectangle per image. ``area`` fixes its share of the
   image (DACS/U2PL: half, with a random width); UniMatch's size/aspect draw is ``cutmix_box``.
+- Cross-domain mixed samples (DACS and methods built like it): ``mix_masks`` picks ClassMix or
+  CutMix by name; ``mixed_batch`` pastes the source's pixels, labels and weight 1 onto the target
+  image, its pseudo-labels and their weights.
 
 Example::
 
     mask = class_mix_masks(source["label"], generator)
     image = mix(mask, source["image"], target["image"])
     label = mix(mask, source["label"], pseudo.label)
+    # or, the same in one call: image, label, weight = mixed_batch(source, target, pseudo, mask)
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+
+from segshift.errors import ConfigError
+from segshift.methods.common.pseudo_label import PseudoLabel
+
+MIX_MASKS = ("class", "cut")
 
 
 def class_mix_masks(
@@ -121,3 +131,46 @@ def mix(mask: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.
         return torch.where(m.bool(), first, second)
     m = m.to(first.dtype)
     return m * first + (1 - m) * second
+
+
+def mix_masks(
+    kind: str,
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    ignore_index: int = 255,
+    include_ignore: bool = False,
+) -> torch.Tensor:
+    """(B,H,W) masks from the first batch's (B,H,W) ``labels``: ``"class"`` = ClassMix per image
+    (:func:`class_mix_masks`), ``"cut"`` = one box of half the image (:func:`cutmix_masks`)."""
+    if kind == "class":
+        return class_mix_masks(
+            labels, generator, ignore_index=ignore_index, include_ignore=include_ignore
+        )
+    if kind == "cut":
+        masks = cutmix_masks(labels.shape[0], tuple(labels.shape[-2:]), generator)
+        return masks.to(labels.device)
+    raise ValueError(f"mix mask must be one of {MIX_MASKS}, got {kind!r}")
+
+
+def mixed_batch(
+    source: dict[str, Any], target: dict[str, Any], pseudo: PseudoLabel, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DACS's mixed sample: (image, label, weight) = mix(M, source, target) of each part.
+
+    ``source``: a labeled batch (``image`` (B,3,H,W), ``label`` (B,H,W)); ``target``: a batch of
+    the same size whose ``pseudo`` labels and weights (B,H,W) come from a teacher; ``mask`` (B,H,W)
+    is 1 where the source is pasted. Source pixels keep their labels with weight 1, target pixels
+    take the pseudo-label and its weight. Returns image (B,3,H,W), label (B,H,W) int64 and weight
+    (B,H,W) float.
+    """
+    if source["image"].shape != target["image"].shape:
+        raise ConfigError(
+            f"mixing pastes source pixels onto target images, so both batches need one shape: "
+            f"source {tuple(source['image'].shape)} vs target {tuple(target['image'].shape)}; "
+            "give data.streams.source and data.streams.target the same batch_size and crop_size"
+        )
+    image = mix(mask, source["image"], target["image"])
+    label = mix(mask, source["label"], pseudo.label)
+    weight = mix(mask, torch.ones_like(pseudo.weight), pseudo.weight)
+    return image, label, weight

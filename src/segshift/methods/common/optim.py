@@ -193,3 +193,12 @@ def build_optimizer(cfg: Any, groups: list[dict[str, Any]]) -> torch.optim.Optim
         cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
         return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     raise ConfigError(f"unknown optimizer 'optim.name={cfg.name}' (known: sgd, adamw, adam)")
+
+
+def segmenter_optimizer(model: nn.Module, optim_cfg: Any) -> torch.optim.Optimizer:
+    """The ``optim`` config's optimizer over a segmentation model: backbone at ``lr``, head at
+    ``lr * head_lr_mult``, with ``official_param_repeats`` (what every method's student uses)."""
+    groups = param_groups(
+        model, optim_cfg.lr, optim_cfg.head_lr_mult, optim_cfg.official_param_repeats
+    )
+    return build_optimizer(optim_cfg, groups)

@@ -80,7 +80,8 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], source: str)
             f"(file keys start with {sorted(state)[:3]}, encoder keys with {sorted(expected)[:3]})"
         )
     try:
-        nn.Module.load_state_dict(module, matching, strict=False)  # smp MiT overrides it without strict
+        # smp's MiT encoder overrides load_state_dict without `strict`.
+        nn.Module.load_state_dict(module, matching, strict=False)
     except RuntimeError as err:
         raise ConfigError(
             f"model.encoder_weights: {source} does not fit the encoder: {err}"

@@ -105,10 +105,10 @@ def table(runs: list[dict], raw: Path) -> str:
         lines.append(
             f"| {method} | {mean:.2f} | {spread} | {seeds} | {delta} | {step:.3f} | {ratio} |"
         )
-    best = ranked[0][1] if ranked else []
-    if best:
-        iou = [statistics.mean(r["iou"][c] for r in best) for c in range(len(names))]
-        lines += ["", f"Per-class IoU of the best ({ranked[0][0]}, mean over its seeds):", ""]
+    methods = [(m, g) for m, g in ranked if m not in ("oracle", "source_only")]
+    for label, group in [*methods[:1], *[kv for kv in ranked if kv[0] == "source_only"]]:
+        iou = [statistics.mean(r["iou"][c] for r in group) for c in range(len(names))]
+        lines += ["", f"Per-class IoU of {label} (mean over its seeds):", ""]
         lines += ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
         lines.append("| " + " | ".join(f"{100 * v:.1f}" for v in iou) + " |")
     commands = sorted({r["command"] for r in runs})

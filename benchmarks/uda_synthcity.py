@@ -89,6 +89,8 @@ def table(runs: list[dict], raw: Path) -> str:
     base_step = statistics.mean(r["sec_per_step"] for r in base) if base else None
     base_miou = statistics.mean(r["miou"] for r in base) if base else None
     lines = [
+        "`source_only` and `oracle` are the `supervised` method (on sim, on labeled photo).",
+        "",
         "| method | mIoU (mean) | spread (std) | seeds | vs source-only | s/iter | x source-only |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from segshift.config import to_dataclass
+from segshift.errors import ConfigError
 
 
 @dataclass
@@ -41,6 +42,15 @@ class Method(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.params: Any = to_dataclass(cfg.method.params, self.Params, "method.params")
+
+    def check_choices(self, **choices: tuple[str, ...]) -> None:
+        """ConfigError naming ``method.params.<key>`` when a param is not one of its choices."""
+        for key, allowed in choices.items():
+            value = getattr(self.params, key)
+            if value not in allowed:
+                raise ConfigError(
+                    f"method.params.{key}: '{value}' is not one of {', '.join(allowed)}"
+                )
 
     def forward(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         return self.training_step(batch, step)

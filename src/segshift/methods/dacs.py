@@ -48,7 +48,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from segshift.errors import ConfigError
 from segshift.methods.base import Method
 from segshift.methods.common.augment import StrongAugment, step_generator, step_seed, strong_augment
 from segshift.methods.common.ema import ema_update, make_teacher
@@ -86,12 +85,7 @@ class Dacs(Method):
 
     def __init__(self, cfg: DictConfig, num_classes: int, ignore_index: int = 255) -> None:
         super().__init__(cfg, num_classes, ignore_index)
-        for key, choices in (("mix_mask", MIX_MASKS), ("weighting", WEIGHTINGS)):
-            if getattr(self.params, key) not in choices:
-                raise ConfigError(
-                    f"method.params.{key}: '{getattr(self.params, key)}' is not one of "
-                    f"{', '.join(choices)}"
-                )
+        self.check_choices(mix_mask=MIX_MASKS, weighting=WEIGHTINGS)
         self.model = build_model(cfg.model, num_classes)
         self.teacher = make_teacher(self.model)
         self.train()

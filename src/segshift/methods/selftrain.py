@@ -121,15 +121,9 @@ class SelfTrain(Method):
     def __init__(self, cfg: DictConfig, num_classes: int, ignore_index: int = 255) -> None:
         super().__init__(cfg, num_classes, ignore_index)
         p = self.params
-        for key, choices in (
-            ("weighting", WEIGHTINGS),
-            ("mix_classes_from", ("image", "batch")),
-            ("loss_average", ("valid", "all")),
-        ):
-            if getattr(p, key) not in choices:
-                raise ConfigError(
-                    f"method.params.{key}: '{getattr(p, key)}' is not one of {choices}"
-                )
+        self.check_choices(
+            weighting=WEIGHTINGS, mix_classes_from=("image", "batch"), loss_average=("valid", "all")
+        )
         if len(p.ignore_margins) != 2 or min(p.ignore_margins) < 0 or p.mic_block_size < 1:
             raise ConfigError(
                 "method.params: ignore_margins needs [top, bottom] >= 0 and mic_block_size >= 1"

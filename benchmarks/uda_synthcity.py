@@ -42,10 +42,18 @@ CAMVID_TARGET = [
 
 
 def config_for(
-    method: str, roots: dict[str, Path], out: Path, seed: int, iters: int | None, target: str
+    method: str,
+    roots: dict[str, Path],
+    out: Path,
+    seed: int,
+    iters: int | None,
+    target: str,
+    extra: list[str] = (),
+    label: str = "",
 ):
-    name = f"{method}_s{seed}" if target == "photo" else f"{method}_{target}_s{seed}"
-    common = [f"output_dir={out}", f"seed={seed}", f"name={name}", "train.resume=false"]
+    tag = f"{method}_{label}" if label else method
+    name = f"{tag}_s{seed}" if target == "photo" else f"{tag}_{target}_s{seed}"
+    common = [*extra, f"output_dir={out}", f"seed={seed}", f"name={name}", "train.resume=false"]
     common += ["train.progress=plain", f"data.val.root={roots['photo_val']}"]
     if iters is not None:
         common += [f"train.iters={iters}", f"train.eval_every={iters}"]
@@ -63,14 +71,21 @@ def config_for(
 
 
 def run_one(
-    method: str, roots: dict[str, Path], out: Path, seed: int, iters: int | None, target: str
+    method: str,
+    roots: dict[str, Path],
+    out: Path,
+    seed: int,
+    iters: int | None,
+    target: str,
+    extra: list[str] = (),
+    label: str = "",
 ) -> dict:
-    trainer = Trainer(config_for(method, roots, out, seed, iters, target))
+    trainer = Trainer(config_for(method, roots, out, seed, iters, target, extra, label))
     metrics = trainer.fit()
     log = [json.loads(x) for x in (trainer.run_dir / "log.jsonl").read_text().splitlines()]
     steps = [r["sec_per_step"] for r in log if r["kind"] == "train" and "sec_per_step" in r]
     return {
-        "method": method,
+        "method": f"{method} [{label}]" if label else method,
         "seed": seed,
         "iters": trainer.step,
         "miou": metrics["miou"],
@@ -123,6 +138,16 @@ def table(runs: list[dict], raw: Path) -> str:
     return "\n".join(lines)
 
 
+def reference(args: argparse.Namespace, raw: Path, runs: list[dict]) -> list[dict]:
+    """For an ablation table: the main table's runs of the ablated methods and source-only."""
+    main_raw = raw.with_name(raw.name.replace("_ablations", ""))
+    if not args.label or not main_raw.is_file():
+        return []
+    wanted = {"source_only", *args.methods.split(",")}
+    have = {r["method"] for r in runs}
+    return [r for r in json.loads(main_raw.read_text()) if r["method"] in wanted - have]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", required=True, help="comma-separated: source_only,oracle,...")
@@ -131,9 +156,17 @@ def main() -> None:
     parser.add_argument("--target", choices=["photo", "camvid"], default="photo")
     parser.add_argument("--data", default="runs/uda_bench/data")
     parser.add_argument("--out", default="runs/uda_bench")
+    parser.add_argument(
+        "--set", action="append", default=[], help="ablation: a config override (repeatable)"
+    )
+    parser.add_argument("--label", default="", help="ablation name, required with --set")
     args = parser.parse_args()
+    if args.set and not args.label:
+        parser.error("--set needs --label (the ablation's name in the table)")
     roots = generate_demo_data(Path(args.data))
     name = "uda_synthcity" if args.target == "photo" else "uda_synthcity_camvid"
+    if args.label:  # ablations go to their own table, beside source_only for reference
+        name += "_ablations"
     raw = RESULTS / f"{name}.json"
     title = (
         f"synthcity sim -> {'photo' if args.target == 'photo' else 'CamVid'}: adaptation methods"
@@ -141,11 +174,23 @@ def main() -> None:
     runs = json.loads(raw.read_text()) if raw.is_file() else []
     for seed in map(int, args.seeds.split(",")):
         for method in args.methods.split(","):
-            if any(r["method"] == method and r["seed"] == seed for r in runs):
+            key = f"{method} [{args.label}]" if args.label else method
+            if any(r["method"] == key and r["seed"] == seed for r in runs):
                 continue
-            runs.append(run_one(method, roots, Path(args.out), seed, args.iters, args.target))
+            runs.append(
+                run_one(
+                    method,
+                    roots,
+                    Path(args.out),
+                    seed,
+                    args.iters,
+                    args.target,
+                    args.set,
+                    args.label,
+                )
+            )
             raw.write_text(json.dumps(runs, indent=1))
-            write_result(name, title, table(runs, raw))
+            write_result(name, title, table(runs + reference(args, raw, runs), raw))
 
 
 if __name__ == "__main__":

@@ -101,6 +101,10 @@ class ModelConfig:
     # Resizing logits to the label/input size: True in the DeepLab-v2 UDA line (AdaptSegNet,
     # ADVENT, FDA, DACS), False in mmseg/DAFormer and smp.
     align_corners: bool = False
+    # Start from a trained segshift model: a run directory (its export/), an export directory or
+    # a model.safetensors, loaded into the whole network after it is built (a student starting
+    # from its teacher). Resuming the run loads its own checkpoint over it.
+    init_from: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
 

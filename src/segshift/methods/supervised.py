@@ -1,6 +1,11 @@
-"""Supervised training on one labeled stream: source-only, target oracle and labeled-only baselines.
+"""Supervised training on labeled streams: source-only, target oracle, labeled-only baselines and
+the student of the synthetic-teacher loop.
 
-Cross-entropy over valid pixels (optionally OHEM as in CPS/UniMatch). With ``multi_level`` models
+Cross-entropy over valid pixels (optionally OHEM as in CPS/UniMatch). ``streams`` trains on
+several labeled streams at once (the loop's student: ``[source, target]`` with pseudo-labeled
+target images, their share of the batch set by the streams' batch sizes): the streams' images
+(B_i,3,H,W) are concatenated into one batch, so BatchNorm sees them together and every labeled
+pixel counts the same; their crops must match. With ``multi_level`` models
 (DeepLab-v2 with the layer3 classifier, AdaptSegNet) the auxiliary output adds ``aux_weight`` times
 its own CE (AdaptSegNet's lambda_seg = 0.1).
 
@@ -18,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from segshift.errors import ConfigError
 from segshift.methods.base import Method
 from segshift.methods.common.losses import cross_entropy, ohem_cross_entropy
 from segshift.methods.common.optim import segmenter_optimizer
@@ -28,6 +34,7 @@ from segshift.registry import METHODS
 @dataclass
 class SupervisedParams:
     stream: str = "labeled"
+    streams: list[str] | None = None  # several labeled streams as one batch (overrides stream)
     ohem: bool = False
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100_000
@@ -43,7 +50,7 @@ class Supervised(Method):
 
     def __init__(self, cfg: DictConfig, num_classes: int, ignore_index: int = 255) -> None:
         super().__init__(cfg, num_classes, ignore_index)
-        self.streams = (self.params.stream,)
+        self.streams = tuple(self.params.streams or (self.params.stream,))
         self.model = build_model(cfg.model, num_classes)
 
     def _loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -65,7 +72,7 @@ class Supervised(Method):
         )
 
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
-        data = batch[self.params.stream]
+        data = batch[self.streams[0]] if len(self.streams) == 1 else self._concat(batch)
         outputs = self.model(data["image"])
         ce = self._loss(outputs["out"], data["label"])
         losses = {"loss": ce, "ce": ce.detach()}
@@ -74,6 +81,18 @@ class Supervised(Method):
             losses["loss"] = ce + self.params.aux_weight * aux
             losses["ce_aux"] = aux.detach()
         return losses
+
+    def _concat(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
+        shapes = {name: tuple(batch[name]["image"].shape[-2:]) for name in self.streams}
+        if len(set(shapes.values())) > 1:
+            raise ConfigError(
+                f"method.params.streams: the streams' crops differ ({shapes}); give them the same "
+                "data.streams.<name>.crop_size"
+            )
+        return {
+            key: torch.cat([batch[name][key] for name in self.streams])
+            for key in ("image", "label")
+        }
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"model": segmenter_optimizer(self.model, self.cfg.optim)}

@@ -40,6 +40,7 @@ __all__ = [
     "DISCRIMINATORS",
     "MODELS",
     "InputNorm",
+    "load_trained_weights",
     "ModelSpec",
     "Normalization",
     "build_model",
@@ -111,7 +112,37 @@ def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
         load_encoder_weights(model.encoder, weights)
     model.input_norm = InputNorm(resolve_normalization(cfg))
     model.align_corners = bool(getattr(cfg, "align_corners", False))
+    if getattr(cfg, "init_from", None):
+        load_trained_weights(model, cfg.init_from)
     return model
+
+
+def trained_weights_file(path: str | Path) -> Path:
+    """The ``model.safetensors`` of a run directory, an export directory, or the file itself."""
+    path = Path(path).expanduser()
+    for candidate in (path / "export" / "model.safetensors", path / "model.safetensors", path):
+        if candidate.is_file() and candidate.suffix == ".safetensors":
+            return candidate
+    raise ConfigError(
+        f"model.init_from: no trained weights at {path} (give a finished run directory, its "
+        "export/ directory or a model.safetensors file)"
+    )
+
+
+def load_trained_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a trained segshift model's weights (see `trained_weights_file`) into ``model``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = trained_weights_file(path)
+    try:
+        model.load_state_dict(load_file(str(file)))
+    except (RuntimeError, SafetensorError) as err:
+        summary = " ".join(str(err).split())[:400]
+        raise ConfigError(
+            f"model.init_from: {file} does not fit this model ({summary}); the run it came from "
+            "must use the same model.arch, model.encoder, model.params and classes"
+        ) from None
 
 
 def drop_pretrained_weights(cfg: ModelSpec) -> None:
@@ -119,3 +150,5 @@ def drop_pretrained_weights(cfg: ModelSpec) -> None:
     normalisation, which `auto` derives from the weights."""
     freeze_normalization(cfg)
     cfg.encoder_weights = None
+    if hasattr(cfg, "init_from"):
+        cfg.init_from = None

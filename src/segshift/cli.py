@@ -88,9 +88,43 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthcity sim -> photo: source-only vs oracle")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--iters", type=int, default=None, help="training iterations per model")
+    _add_sweep_parser(sub)
     return parser
 
 
+# --- sweep ------------------------------------------------------------------------------------
+def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a grid of configs; write a table (CSV + Markdown) and a plot",
+        description="Run the product of the --set axes, one run directory per point (done "
+        "points are skipped), and write OUT/sweep.csv, sweep.md (mean +- std over seeds) and "
+        "sweep.png. Example: segshift sweep my.yaml --set data.streams.labeled.n_labeled=23,46 "
+        "--set seed=0,1,2",
+    )
+    sweep.add_argument("config", help="training or pipeline YAML file, or packaged config name")
+    sweep.add_argument(
+        "overrides", nargs="*", help="dotted overrides for every point (before the options)"
+    )
+    sweep.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a sweep axis (repeat for a grid); seed=0,1,2 is averaged over",
+    )
+    sweep.add_argument("--out", help="sweep directory (default: <output_dir>/sweep_<name>)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from segshift.pipeline.sweep import run_sweep
+
+    run_sweep(args.config, args.sets, args.overrides, out=args.out, dry_run=args.dry_run)
+
+
+# ----------------------------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> None:
     from segshift.config import load_config
     from segshift.engine.trainer import Trainer
@@ -204,6 +238,7 @@ COMMANDS = {
     "config": _config,
     "list": _list,
     "demo": _demo,
+    "sweep": _sweep,
 }
 
 

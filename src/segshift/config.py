@@ -202,7 +202,7 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config file not found: {path} (neither a file nor a packaged config)")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -250,6 +250,11 @@ def merge_into_schema(schema: Any, *layers: Any, origin: str = "config") -> Dict
     return merged  # type: ignore[return-value]
 
 
+def is_pipeline_config(path: str | Path) -> bool:
+    """True for a config with a top-level ``pipeline:`` key (``segshift pipeline``'s, not a run's)."""
+    return "pipeline" in read_yaml(resolve_config_path(path))
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> DictConfig:
     """Read a YAML config (with at most one level of ``base:``) and apply dotted overrides."""
     layers: list[Any] = []
@@ -257,13 +262,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         file = resolve_config_path(path)
         origin = str(file)
-        data = _read_yaml(file)
+        data = read_yaml(file)
         base = data.pop("base", None)
         if base is not None:
             base_file = (file.parent / base) if not Path(base).is_absolute() else Path(base)
             if not base_file.is_file():
                 base_file = resolve_config_path(base)
-            base_data = _read_yaml(base_file)
+            base_data = read_yaml(base_file)
             if "base" in base_data:
                 raise ConfigError(
                     f"{base_file}: a base config cannot have its own 'base:' (one level at most)"
@@ -279,8 +284,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                 )
         try:
             dotlist = OmegaConf.from_dotlist(list(overrides))
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"bad override: {err}") from None
+        except (OmegaConfBaseException, yaml.YAMLError) as err:
+            raise ConfigError(f"bad override: {' '.join(str(err).split())}") from None
         merged = merge_into_schema(Config(), merged, dotlist, origin="command line")
     return merged
 

@@ -1,0 +1,353 @@
+"""The synthetic-teacher loop: teacher -> [pseudo-label -> student] x R, in one run directory.
+
+1. train the teacher (any method: source-only, an adaptation method) on labeled synthetic data;
+2. pseudo-label the unlabeled real images with it (``pipeline/pseudo_label.py``: threshold,
+   class-balanced CBST with a per-round portion, or Seg-Uncertainty's rule);
+3. train a student on the synthetic data + the pseudo-labeled real images (``supervised`` with
+   ``streams: [source, target]``, or any method whose streams are labeled), real images taking
+   ``real_share[r]`` of each batch, starting from its teacher's weights (``init: teacher``);
+4. the student is the next round's teacher; repeat 2-3 ``rounds`` times.
+
+Optional ``baselines`` (e.g. source-only and the target oracle) are trained first and reported
+beside. Each stage is an ordinary run directory (or a pseudo-label dataset) under
+``output_dir/name``; its resolved config, with the identity of the stages it reads, is hashed,
+and a stage whose hash is recorded as done is skipped. A crash resumes at the first unfinished
+stage, and inside it from its checkpoint (or its written pseudo-label files). A stage whose
+config changed is moved to ``stale/`` (nothing is deleted), rerun, and so are the stages after
+it; the loop says which keys changed. ``summary.md``/``.csv``/``.png`` are rewritten after every
+stage.
+
+Example config (``configs/pipeline/synthcity.yaml``)::
+
+    name: synthcity_loop
+    pipeline:
+      overrides: [data.streams.source.root=..., data.streams.target.root=..., data.val.root=...]
+      baselines: {source_only: {config: uda/source_only}}
+      teacher: {config: uda/fda}
+      pseudo_label: {stream: target, rule: cbst, portions: [0.5, 0.7]}
+      student: {config: uda/student, real_share: [0.5, 0.5]}
+      rounds: 2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from segshift.config import (
+    DatasetConfig,
+    config_diff,
+    load_config,
+    merge_into_schema,
+    read_yaml,
+    resolve_config_path,
+)
+from segshift.errors import ConfigError, SegshiftError
+from segshift.fileio import atomic_write
+
+# DatasetConfig fields a student's pseudo-labeled stream takes from the teacher's stream, so the
+# real images have the geometry the teacher labeled them at; augmentation (noise, as in Noisy
+# Student: `policy: randaugment`, photometric) and batch sizes are the student config's.
+GEOMETRY_KEYS = ("resize", "crop_size", "interpolation")
+
+
+# train.* keys that belong to an invocation (left out of a stage's identity): changing them
+# resumes the stage instead of rerunning it.
+INVOCATION_KEYS = ("stop_at", "progress", "resume")
+
+
+class StageStopped(SegshiftError):
+    """A stage stopped before its end on purpose (``train.stop_at``); rerunning goes on."""
+
+
+@dataclass
+class RunStage:
+    """A training run: a config (packaged name or path) and dotted overrides."""
+
+    config: str = "???"
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PseudoLabelStage:
+    """How the teacher's predictions become labels (see ``pipeline/pseudo_label.py``)."""
+
+    stream: str = "target"  # the teacher config's stream whose images are pseudo-labeled
+    rule: str = "threshold"  # threshold | cbst | uncertainty | none
+    threshold: float = 0.5  # rule threshold (our experiments: 0.5); uncertainty's cut-off
+    portions: list[float] = field(default_factory=lambda: [0.2])  # cbst p per round; last repeats
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    batch_size: int = 8
+    labels: dict[str, Any] | None = None  # the same images with ground truth: quality report
+    examples: int = 4  # colour-coded examples drawn per round
+
+
+@dataclass
+class StudentStage(RunStage):
+    """The student: its config, the stream that reads the pseudo-labels, the per-round mix."""
+
+    stream: str = "target"
+    init: str = "teacher"  # teacher (the previous round's model) | scratch
+    real_share: list[float] = field(default_factory=list)  # per round; last repeats; [] = config's
+
+
+@dataclass
+class PipelineSpec:
+    teacher: RunStage = field(default_factory=RunStage)
+    pseudo_label: PseudoLabelStage = field(default_factory=PseudoLabelStage)
+    student: StudentStage = field(default_factory=StudentStage)
+    rounds: int = 2
+    baselines: dict[str, RunStage] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)  # applied to every training stage
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "pipeline"
+    output_dir: str = "runs/pipeline"
+    seed: int = 0
+    pipeline: PipelineSpec = field(default_factory=PipelineSpec)
+
+
+def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> DictConfig:
+    """The pipeline config; overrides of keys outside it (``data.``, ``train.``, ``model.``...)
+    are appended to ``pipeline.overrides``, i.e. applied to every training stage."""
+    file = resolve_config_path(path)
+    data = read_yaml(file)
+    own = ("name", "output_dir", "seed", "pipeline")
+    mine = [o for o in overrides or [] if o.split("=", 1)[0].split(".")[0] in own]
+    stages = [o for o in overrides or [] if o not in mine]
+    layers = [data, OmegaConf.from_dotlist(mine)] if mine else [data]
+    cfg = merge_into_schema(PipelineConfig(), *layers, origin=str(file))
+    cfg.pipeline.overrides = [*cfg.pipeline.overrides, *stages]
+    if cfg.pipeline.rounds < 0:
+        raise ConfigError(f"pipeline.rounds must be >= 0, got {cfg.pipeline.rounds}")
+    if cfg.pipeline.student.init not in ("teacher", "scratch"):
+        raise ConfigError(
+            f"pipeline.student.init: '{cfg.pipeline.student.init}' is not teacher|scratch"
+        )
+    return cfg
+
+
+def per_round(values: list[float], r: int) -> float | None:
+    """The value of round ``r`` (1-based) in a schedule whose last value repeats."""
+    return None if not values else float(values[min(r, len(values)) - 1])
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
+
+
+class Pipeline:
+    """Runs the stages of a pipeline config in ``output_dir/name`` (see the module doc)."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.spec = cfg.pipeline
+        self.dir = Path(cfg.output_dir).expanduser().resolve() / cfg.name
+        self.results: dict[str, dict[str, Any]] = {}  # stage -> result (ordered as run)
+
+    # ---- stage bookkeeping ----
+    def _marker(self, stage: str) -> Path:
+        return self.dir / stage / "stage.json"
+
+    def _begin(self, stage: str, digest: str, resolved: Any) -> dict[str, Any] | None:
+        """The cached result if ``stage`` is done with this digest; else prepare to (re)run it."""
+        marker = self._marker(stage)
+        if marker.is_file():
+            record = json.loads(marker.read_text())
+            if record["digest"] == digest and record.get("done"):
+                print(f"[pipeline] {stage}: done, cached ({marker.parent})")
+                return record["result"]
+            if record["digest"] != digest:
+                changed = config_diff(record.get("config"), resolved)[:8] or ["its inputs"]
+                stale = self.dir / "stale" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+                stale.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(marker.parent), stale)
+                print(
+                    f"[pipeline] {stage}: config changed ({'; '.join(changed)}): rerunning it "
+                    f"and the stages after it; the old one is in {stale}"
+                )
+            else:
+                print(f"[pipeline] {stage}: unfinished, resuming")
+        elif (self.dir / stage).exists():
+            print(f"[pipeline] {stage}: unfinished, resuming")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        self._record(stage, digest, resolved, done=False, result=None)
+        return None
+
+    def _record(self, stage: str, digest: str, resolved: Any, done: bool, result: Any) -> None:
+        record = {"digest": digest, "done": done, "config": resolved, "result": result}
+        atomic_write(self._marker(stage), json.dumps(record, indent=1, default=str))
+
+    # ---- stages ----
+    def _train(self, stage: str, cfg: DictConfig, upstream: list[str]) -> dict[str, Any]:
+        from segshift.engine.trainer import Trainer
+
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        for key in INVOCATION_KEYS:  # how this invocation runs, not what the stage is
+            resolved["train"].pop(key, None)
+        digest = _digest([resolved, [self.results[u]["digest"] for u in upstream]])
+        cached = self._begin(stage, digest, resolved)
+        if cached is None:
+            print(f"\n[pipeline] === {stage}: training {cfg.method.name} ===")
+            trainer = Trainer(cfg)
+            metrics = trainer.fit()
+            if trainer.step < cfg.train.iters:  # train.stop_at: the stage is not finished
+                raise StageStopped(
+                    f"{stage} stopped at step {trainer.step} of {cfg.train.iters}; run the "
+                    "pipeline again to go on from there"
+                )
+            cached = {
+                "kind": "train",
+                "method": cfg.method.name,
+                "run_dir": str(self.dir / stage),
+                "miou": metrics.get("miou"),
+                "iou": [float(x) for x in metrics.get("iou", [])],
+                "pixel_accuracy": metrics.get("pixel_accuracy"),
+            }
+            self._record(stage, digest, resolved, done=True, result=cached)
+        self.results[stage] = {**cached, "digest": digest}
+        return cached
+
+    def _run_config(self, run: Any, stage: str, extra: list[str] = ()) -> DictConfig:
+        overrides = [
+            *self.spec.overrides,
+            *run.overrides,
+            *extra,
+            f"seed={self.cfg.seed}",
+            f"output_dir={self.dir}",
+            f"name={stage}",
+            "train.resume=true",
+        ]
+        return load_config(run.config, overrides)
+
+    def _pseudo_label(self, r: int, teacher: str, data: DictConfig) -> dict[str, Any]:
+        from segshift.pipeline.pseudo_label import Selection, generate_pseudo_labels
+
+        stage, spec = f"pseudo_{r}", self.spec.pseudo_label
+        selection = Selection(rule=spec.rule, threshold=spec.threshold)
+        if spec.rule == "cbst":
+            selection.portion = per_round(list(spec.portions), r)
+        resolved = {
+            "data": OmegaConf.to_container(data, resolve=True),
+            "selection": vars(selection),
+            "flip": spec.flip,
+            "scales": list(spec.scales),
+            "labels": OmegaConf.to_container(spec.labels) if spec.labels else None,
+        }
+        digest = _digest([resolved, self.results[teacher]["digest"]])
+        cached = self._begin(stage, digest, resolved)
+        if cached is None:
+            print(f"\n[pipeline] === {stage}: {teacher} labels {spec.stream} ({spec.rule}) ===")
+            out = self.dir / stage
+            report = generate_pseudo_labels(
+                self.dir / teacher,
+                data,
+                out,
+                selection,
+                flip=spec.flip,
+                scales=tuple(spec.scales),
+                batch_size=spec.batch_size,
+                label_data=spec.labels,
+            )
+            from segshift.pipeline.report import draw_pseudo_examples
+
+            draw_pseudo_examples(out, spec.labels, spec.examples)
+            cached = {"kind": "pseudo", "dir": str(out), "teacher": teacher, "report": report}
+            self._record(stage, digest, resolved, done=True, result=cached)
+        self.results[stage] = {**cached, "digest": digest}
+        return cached
+
+    def _student_config(self, r: int, previous: str, source: DictConfig) -> DictConfig:
+        from segshift.pipeline.pseudo_label import pseudo_dataset
+
+        spec = self.spec.student
+        extra = []
+        if spec.init == "teacher":
+            extra.append(f"model.init_from={self.dir / previous}")
+        cfg = self._run_config(spec, f"student_{r}", extra)
+        if spec.stream not in cfg.data.streams:
+            raise ConfigError(
+                f"pipeline.student.stream: '{spec.stream}' is not a stream of {spec.config} "
+                f"(its streams: {', '.join(cfg.data.streams) or 'none'})"
+            )
+        stream = cfg.data.streams[spec.stream]
+        for key in GEOMETRY_KEYS:  # the real images as the teacher saw them
+            stream[key] = source[key]
+        for key, value in pseudo_dataset(self.dir / f"pseudo_{r}").items():
+            stream[key] = value
+        share = per_round(list(spec.real_share), r)
+        if share is not None:
+            self._apply_share(cfg, spec.stream, share)
+        return cfg
+
+    def _apply_share(self, cfg: DictConfig, real: str, share: float) -> None:
+        """Split the students' total batch between the real stream and the others."""
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"pipeline.student.real_share: {share} is not in [0, 1]")
+        others = [name for name in cfg.data.streams if name != real]
+        if cfg.method.name != "supervised" or len(others) != 1:
+            raise ConfigError(
+                "pipeline.student.real_share needs a `supervised` student with two streams "
+                f"(the pseudo-labeled one and one other); {cfg.method.name} has "
+                f"{', '.join(cfg.data.streams)}"
+            )
+        total = cfg.data.streams[real].batch_size + cfg.data.streams[others[0]].batch_size
+        n_real = round(total * share)
+        cfg.data.streams[real].batch_size = max(n_real, 1)
+        cfg.data.streams[others[0]].batch_size = max(total - n_real, 1)
+        used = [name for name, n in ((real, n_real), (others[0], total - n_real)) if n > 0]
+        cfg.method.params.streams = used
+        print(f"[pipeline] student batch: {n_real} {real} + {total - n_real} {others[0]} images")
+
+    def run(self) -> dict[str, Any]:
+        """Run every stage not done yet; return the summary (also written to disk)."""
+        from segshift.pipeline.report import class_names, write_summary
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.cfg, self.dir / "pipeline.yaml")
+        for name, run in self.spec.baselines.items():
+            self._train(f"baseline_{name}", self._run_config(run, f"baseline_{name}"), [])
+            write_summary(self.dir, self.results, self.cfg)
+        teacher_cfg = self._run_config(self.spec.teacher, "teacher")
+        stream = self.spec.pseudo_label.stream
+        if stream not in teacher_cfg.data.streams:
+            raise ConfigError(
+                f"pipeline.pseudo_label.stream: '{stream}' is not a stream of "
+                f"{self.spec.teacher.config} (its streams: {', '.join(teacher_cfg.data.streams)})"
+            )
+        real = teacher_cfg.data.streams[stream]
+        data = merge_into_schema(DatasetConfig(), real, origin="pipeline.pseudo_label.stream")
+        self._train("teacher", teacher_cfg, [])
+        write_summary(self.dir, self.results, self.cfg)
+        previous = "teacher"
+        for r in range(1, self.spec.rounds + 1):
+            self._pseudo_label(r, previous, data)
+            write_summary(self.dir, self.results, self.cfg)
+            upstream = [f"pseudo_{r}"] + ([previous] if self.spec.student.init == "teacher" else [])
+            self._train(f"student_{r}", self._student_config(r, previous, real), upstream)
+            write_summary(self.dir, self.results, self.cfg)
+            previous = f"student_{r}"
+        summary = write_summary(self.dir, self.results, self.cfg, final=True)
+        summary["class_names"] = class_names(self.results)
+        return {
+            **summary,
+            "miou": self.results[previous]["miou"],
+            "iou": self.results[previous]["iou"],
+        }
+
+
+def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Load a pipeline config and run it; returns the final model's ``miou``/``iou`` + summary."""
+    return Pipeline(load_pipeline_config(path, overrides)).run()

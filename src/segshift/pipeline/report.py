@@ -1,0 +1,178 @@
+"""The pipeline's summary: a stage table (Markdown + CSV), mIoU per round (PNG), per-class IoU,
+and colour-coded pseudo-label examples.
+
+``summary.md``: one row per stage (baselines, teacher, pseudo-label rounds, students) with the
+model's mIoU, or for pseudo-labels their mIoU / pixel accuracy on the kept pixels and coverage
+where ground truth exists; then the per-class IoU of every trained stage. ``summary.csv`` holds
+the same numbers; ``summary.png`` plots mIoU against the round (0 = teacher) with the
+pseudo-labels' mIoU and the baselines as horizontal lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from segshift.fileio import atomic_write, atomic_write_bytes
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}"
+
+
+def _pseudo_numbers(result: dict[str, Any]) -> dict[str, Any]:
+    report = result.get("report") or {}
+    quality = report.get("quality") or {}
+    return {
+        "miou": quality.get("miou"),
+        "pixel_accuracy": quality.get("pixel_accuracy"),
+        "coverage": report.get("coverage"),
+    }
+
+
+def class_names(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The class names of the trained stages (from a run's export)."""
+    for result in results.values():
+        if result.get("kind") == "train" and result.get("run_dir"):
+            meta = Path(result["run_dir"]) / "export" / "config.json"
+            if meta.is_file():
+                return list(json.loads(meta.read_text())["label_space"]["class_names"])
+    return []
+
+
+def write_summary(
+    directory: Path, results: dict[str, dict[str, Any]], cfg: DictConfig, final: bool = False
+) -> dict[str, Any]:
+    """Write summary.md/.csv/.png for the stages in ``results``; return the table rows."""
+    rows = []
+    for stage, result in results.items():
+        if result.get("kind") == "train":
+            rows.append({"stage": stage, "what": result["method"], "miou": result["miou"]})
+        else:
+            numbers = _pseudo_numbers(result)
+            rows.append(
+                {
+                    "stage": stage,
+                    "what": f"pseudo-labels of {result['teacher']}",
+                    "pseudo_miou": numbers["miou"],
+                    "pseudo_pixel_accuracy": numbers["pixel_accuracy"],
+                    "coverage": numbers["coverage"],
+                }
+            )
+    names = class_names(results)
+    lines = [
+        f"# Pipeline {cfg.name}" + ("" if final else " (in progress)"),
+        "",
+        "| stage | what | mIoU | pseudo-label mIoU | pseudo-label pixel acc. | coverage |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['stage']} | {row['what']} | {_pct(row.get('miou'))} | "
+            f"{_pct(row.get('pseudo_miou'))} | {_pct(row.get('pseudo_pixel_accuracy'))} | "
+            f"{_pct(row.get('coverage'))} |"
+        )
+    trained = [(s, r) for s, r in results.items() if r.get("kind") == "train" and r.get("iou")]
+    if names and trained:
+        lines += ["", "Per-class IoU (%):", "", "| stage | " + " | ".join(names) + " |"]
+        lines.append("|---|" + "---|" * len(names))
+        for stage, result in trained:
+            lines.append(f"| {stage} | " + " | ".join(_pct(v) for v in result["iou"]) + " |")
+    pseudo = [s for s, r in results.items() if r.get("kind") == "pseudo"]
+    if pseudo:
+        lines += ["", "Pseudo-label examples (image | pseudo-label, black = not kept | truth):", ""]
+        lines += [f"- {s}: `{s}/examples.png`" for s in pseudo]
+    atomic_write(directory / "summary.md", "\n".join(lines) + "\n")
+
+    buffer = io.StringIO()
+    fields = ["stage", "what", "miou", "pseudo_miou", "pseudo_pixel_accuracy", "coverage"]
+    writer = csv.DictWriter(buffer, fieldnames=fields + [f"iou_{n}" for n in names])
+    writer.writeheader()
+    for row in rows:
+        iou = results[row["stage"]].get("iou") or []
+        writer.writerow({**row, **{f"iou_{n}": v for n, v in zip(names, iou, strict=False)}})
+    atomic_write(directory / "summary.csv", buffer.getvalue())
+    _plot(directory / "summary.png", results, cfg.name)
+    print("\n".join(lines))
+    return {"rows": rows}
+
+
+def _plot(path: Path, results: dict[str, dict[str, Any]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds, mious, pseudo_rounds, pseudo_mious = [], [], [], []
+    for stage, result in results.items():
+        if stage == "teacher" or stage.startswith("student_"):
+            rounds.append(0 if stage == "teacher" else int(stage.split("_")[1]))
+            mious.append(100 * result["miou"])
+        elif stage.startswith("pseudo_") and _pseudo_numbers(result)["miou"] is not None:
+            pseudo_rounds.append(int(stage.split("_")[1]))
+            pseudo_mious.append(100 * _pseudo_numbers(result)["miou"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if rounds:
+        ax.plot(rounds, mious, "o-", label="model (0 = teacher)")
+    if pseudo_rounds:
+        ax.plot(pseudo_rounds, pseudo_mious, "s--", label="pseudo-labels (kept pixels)")
+    for stage, result in results.items():
+        if stage.startswith("baseline_"):
+            ax.axhline(100 * result["miou"], ls=":", color="gray")
+            ax.annotate(stage[9:], (0, 100 * result["miou"]), fontsize=8, color="gray")
+    ax.set(xlabel="round", ylabel="mIoU (%)", title=title)
+    ax.legend(loc="best", fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def draw_pseudo_examples(out: Path, labels: Any = None, count: int = 4) -> Path | None:
+    """``out/examples.png``: the first ``count`` images of a pseudo-label set, their colour-coded
+    pseudo-labels (black: not kept) and, when ``labels`` (a dataset node) is given, the truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segshift.data import build_dataset
+    from segshift.evaluation.visualise import colorize
+    from segshift.pipeline.pseudo_label import pseudo_dataset
+
+    if count <= 0:
+        return None
+    dataset = build_dataset(DictConfig(pseudo_dataset(out)), train=False)
+    palette = dataset.label_space.palette
+    truth = {}
+    if labels is not None:
+        gt = build_dataset(labels, train=False)
+        truth = {sample.name: i for i, sample in enumerate(gt.files)}
+    samples = dataset.files[:count]
+    columns = 3 if truth else 2
+    fig, axes = plt.subplots(len(samples), columns, figsize=(3 * columns, 2.2 * len(samples)))
+    axes = np.atleast_2d(axes)
+    for row, sample in enumerate(samples):
+        image, pseudo = dataset.load(row)
+        panels = [image, colorize(pseudo, palette)]
+        if truth:
+            index = truth.get(sample.name)
+            panels.append(
+                colorize(gt.load_label(index), palette)
+                if index is not None
+                else np.zeros_like(panels[1])
+            )
+        for col, panel in enumerate(panels):
+            axes[row, col].imshow(panel)
+            axes[row, col].axis("off")
+        axes[row, 0].set_title(sample.name, fontsize=7)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(out / "examples.png", buffer.getvalue())

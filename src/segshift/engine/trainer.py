@@ -329,7 +329,11 @@ class Trainer:
                 classes = stream.dataset.label_space.class_names  # type: ignore[attr-defined]
                 summary = stream.rare_classes.summary(classes)
                 logger.message(f"rare-class sampling on data.streams.{name}: {summary}")
-        if cfg.model.expected_weights and cfg.model.encoder_weights is None:
+        if (
+            cfg.model.expected_weights
+            and cfg.model.encoder_weights is None
+            and not cfg.model.init_from
+        ):
             logger.message(
                 "WARNING: this config is meant to start from pretrained weights "
                 f"({cfg.model.expected_weights}) but model.encoder_weights is null: training from "

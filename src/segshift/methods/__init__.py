@@ -9,6 +9,7 @@ from segshift.methods import (  # noqa: F401  (registers the methods)
     minent,
     selftrain,
     supervised,
+    uncertainty,
 )
 from segshift.methods.base import Method
 

@@ -1,4 +1,5 @@
-"""The ``segshift`` command line: train, eval, predict, data, config, list, demo.
+"""The ``segshift`` command line: train, eval, predict, data, config, list, demo, pipeline,
+pseudo-label, sweep.
 
 Examples::
 
@@ -7,6 +8,9 @@ Examples::
     segshift eval runs/source_only --flip
     segshift predict photos/ --checkpoint runs/source_only --out preds/
     segshift data synthcity --out data/sim --style sim --n 200 --size 128x160 --seed 0
+    segshift pipeline pipeline/synthcity data.streams.source.root=SIM ...
+    segshift pseudo-label --checkpoint runs/teacher --data my.yaml --out pseudo/ --rule cbst
+    segshift sweep my.yaml --set data.streams.labeled.n_labeled=23,46 --set seed=0,1,2
 """
 
 from __future__ import annotations
@@ -85,10 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list registered datasets, models and methods")
 
-    demo = sub.add_parser("demo", help="synthcity sim -> photo: source-only vs oracle")
+    demo = sub.add_parser(
+        "demo", help="synthcity sim -> photo: the synthetic-teacher loop vs source-only and oracle"
+    )
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--iters", type=int, default=None, help="training iterations per model")
+    pipe = sub.add_parser(
+        "pipeline",
+        help="the synthetic-teacher loop: teacher -> [pseudo-label -> student] x R",
+        description="Run a pipeline config in output_dir/name; done stages are skipped, an "
+        "unfinished one resumes, a changed one reruns with the stages after it. Overrides of "
+        "pipeline keys (pipeline.rounds=3) change the pipeline; others (data.val.root=...) "
+        "apply to every training stage.",
+    )
+    pipe.add_argument("config", help="pipeline YAML file or packaged name (pipeline/synthcity)")
+    pipe.add_argument("overrides", nargs="*", help="dotted overrides")
     _add_sweep_parser(sub)
+    _add_pseudo_label_parser(sub)
     return parser
 
 
@@ -122,6 +139,76 @@ def _sweep(args: argparse.Namespace) -> None:
     from segshift.pipeline.sweep import run_sweep
 
     run_sweep(args.config, args.sets, args.overrides, out=args.out, dry_run=args.dry_run)
+
+
+# --- pseudo-label -----------------------------------------------------------------------------
+def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
+    pseudo = sub.add_parser(
+        "pseudo-label",
+        help="pseudo-label images with a trained run; the output is a folder dataset",
+        description="Write OUT/masks (255 = not kept), OUT/confidence, OUT/report.md and a "
+        "manifest; a rerun resumes, and one with another rule reuses the predictions. Example: "
+        "segshift pseudo-label --checkpoint runs/teacher --data uda.yaml --out pl --rule cbst",
+    )
+    pseudo.add_argument(
+        "overrides", nargs="*", help="dotted overrides of the --data config (or dataset node)"
+    )
+    pseudo.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
+    pseudo.add_argument("--data", required=True, help="dataset directory or config file")
+    pseudo.add_argument("--stream", help="stream of a --data config (default: first unlabeled)")
+    pseudo.add_argument("--out", required=True, help="output directory")
+    pseudo.add_argument(
+        "--rule", default="threshold", choices=["threshold", "cbst", "uncertainty", "none"]
+    )
+    pseudo.add_argument("--threshold", type=float, default=0.5, help="threshold: min confidence")
+    pseudo.add_argument("--portion", type=float, default=0.2, help="cbst: share kept per class")
+    pseudo.add_argument("--max-kl", type=float, help="uncertainty: max main/aux KL (nats)")
+    pseudo.add_argument(
+        "--kl-portion", type=float, default=0.8, help="uncertainty: share kept without --max-kl"
+    )
+    pseudo.add_argument("--labels", help="ground truth for the quality report (dir or config)")
+    pseudo.add_argument("--flip", action="store_true", help="horizontal-flip TTA")
+    pseudo.add_argument("--scales", default="1", help="multi-scale TTA, e.g. 0.75,1,1.25")
+    pseudo.add_argument("--batch-size", type=int, default=4)
+    pseudo.add_argument("--workers", type=int, default=2, help="image-reading processes")
+
+
+def _pseudo_label(args: argparse.Namespace) -> None:
+    from segshift.pipeline.pseudo_label import Selection, dataset_node, generate_pseudo_labels
+
+    try:
+        scales = tuple(float(s) for s in args.scales.split(","))
+    except ValueError:
+        raise SegshiftError(
+            f"--scales: expected numbers like 0.75,1,1.25, not {args.scales}"
+        ) from None
+    selection = Selection(
+        rule=args.rule,
+        threshold=args.threshold,
+        portion=args.portion,
+        max_kl=args.max_kl,
+        kl_portion=args.kl_portion,
+    )
+    report = generate_pseudo_labels(
+        args.checkpoint,
+        dataset_node(args.data, args.stream, args.overrides),
+        args.out,
+        selection,
+        flip=args.flip,
+        scales=scales,
+        batch_size=args.batch_size,
+        progress=sys.stderr.isatty(),
+        label_data=args.labels,
+        num_workers=args.workers,
+    )
+    print(f"{report['images']} images, {100 * report['coverage']:.2f}% of pixels kept")
+    labels = report["labels"]
+    if labels and labels["miou"] is not None:
+        print(
+            f"against ground truth: pixel accuracy {100 * labels['pixel_accuracy']:.2f}, "
+            f"mIoU {100 * labels['miou']:.2f}, {100 * labels['coverage']:.2f}% of valid pixels kept"
+        )
+    print(f"wrote {args.out}: masks/, confidence/, report.md")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,6 +311,15 @@ def _list(_: argparse.Namespace) -> None:
         print(f"{registry.kind}s: {', '.join(registry.names())}")
 
 
+def _pipeline(args: argparse.Namespace) -> None:
+    from segshift.pipeline.loop import StageStopped, run_pipeline
+
+    try:
+        run_pipeline(args.config, args.overrides)
+    except StageStopped as stop:  # train.stop_at, as `segshift train` does: not an error
+        print(f"segshift pipeline: {stop}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from segshift.pipeline.demo import run_demo
 
@@ -238,7 +334,9 @@ COMMANDS = {
     "config": _config,
     "list": _list,
     "demo": _demo,
+    "pipeline": _pipeline,
     "sweep": _sweep,
+    "pseudo-label": _pseudo_label,
 }
 
 

@@ -50,7 +50,7 @@ from segshift.config import (
     resolve_config_path,
 )
 from segshift.errors import ConfigError, SegshiftError
-from segshift.fileio import atomic_write
+from segshift.fileio import atomic_write_bytes
 
 # DatasetConfig fields a student's pseudo-labeled stream takes from the teacher's stream, so the
 # real images have the geometry the teacher labeled them at; augmentation (noise, as in Noisy
@@ -81,7 +81,9 @@ class PseudoLabelStage:
 
     stream: str = "target"  # the teacher config's stream whose images are pseudo-labeled
     rule: str = "threshold"  # threshold | cbst | uncertainty | none
-    threshold: float = 0.5  # rule threshold (our experiments: 0.5); uncertainty's cut-off
+    threshold: float = 0.5  # rule threshold: top probability (our experiments: 0.5)
+    max_kl: float | None = None  # uncertainty: keep KL(aux || main) <= max_kl (nats), or else
+    kl_portion: float = 0.8  # uncertainty: the share of pixels kept, lowest disagreement first
     portions: list[float] = field(default_factory=lambda: [0.2])  # cbst p per round; last repeats
     flip: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0])
@@ -188,7 +190,7 @@ class Pipeline:
 
     def _record(self, stage: str, digest: str, resolved: Any, done: bool, result: Any) -> None:
         record = {"digest": digest, "done": done, "config": resolved, "result": result}
-        atomic_write(self._marker(stage), json.dumps(record, indent=1, default=str))
+        atomic_write_bytes(self._marker(stage), json.dumps(record, indent=1, default=str).encode())
 
     # ---- stages ----
     def _train(self, stage: str, cfg: DictConfig, upstream: list[str]) -> dict[str, Any]:
@@ -236,7 +238,9 @@ class Pipeline:
         from segshift.pipeline.pseudo_label import Selection, generate_pseudo_labels
 
         stage, spec = f"pseudo_{r}", self.spec.pseudo_label
-        selection = Selection(rule=spec.rule, threshold=spec.threshold)
+        selection = Selection(
+            rule=spec.rule, threshold=spec.threshold, max_kl=spec.max_kl, kl_portion=spec.kl_portion
+        )
         if spec.rule == "cbst":
             selection.portion = per_round(list(spec.portions), r)
         resolved = {
@@ -251,6 +255,11 @@ class Pipeline:
         if cached is None:
             print(f"\n[pipeline] === {stage}: {teacher} labels {spec.stream} ({spec.rule}) ===")
             out = self.dir / stage
+            labels = None
+            if spec.labels is not None:
+                labels = merge_into_schema(
+                    DatasetConfig(), spec.labels, origin="pipeline.pseudo_label.labels"
+                )
             report = generate_pseudo_labels(
                 self.dir / teacher,
                 data,
@@ -259,11 +268,11 @@ class Pipeline:
                 flip=spec.flip,
                 scales=tuple(spec.scales),
                 batch_size=spec.batch_size,
-                label_data=spec.labels,
+                label_data=labels,
             )
             from segshift.pipeline.report import draw_pseudo_examples
 
-            draw_pseudo_examples(out, spec.labels, spec.examples)
+            draw_pseudo_examples(out, labels, spec.examples)
             cached = {"kind": "pseudo", "dir": str(out), "teacher": teacher, "report": report}
             self._record(stage, digest, resolved, done=True, result=cached)
         self.results[stage] = {**cached, "digest": digest}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from segshift.fileio import atomic_write, atomic_write_bytes
+from segshift.fileio import atomic_write_bytes
 
 
 def _pct(value: Any) -> str:
@@ -88,7 +88,7 @@ def write_summary(
     if pseudo:
         lines += ["", "Pseudo-label examples (image | pseudo-label, black = not kept | truth):", ""]
         lines += [f"- {s}: `{s}/examples.png`" for s in pseudo]
-    atomic_write(directory / "summary.md", "\n".join(lines) + "\n")
+    atomic_write_bytes(directory / "summary.md", ("\n".join(lines) + "\n").encode())
 
     buffer = io.StringIO()
     fields = ["stage", "what", "miou", "pseudo_miou", "pseudo_pixel_accuracy", "coverage"]
@@ -97,7 +97,7 @@ def write_summary(
     for row in rows:
         iou = results[row["stage"]].get("iou") or []
         writer.writerow({**row, **{f"iou_{n}": v for n, v in zip(names, iou, strict=False)}})
-    atomic_write(directory / "summary.csv", buffer.getvalue())
+    atomic_write_bytes(directory / "summary.csv", buffer.getvalue().encode())
     _plot(directory / "summary.png", results, cfg.name)
     print("\n".join(lines))
     return {"rows": rows}
@@ -127,7 +127,8 @@ def _plot(path: Path, results: dict[str, dict[str, Any]], title: str) -> None:
             ax.axhline(100 * result["miou"], ls=":", color="gray")
             ax.annotate(stage[9:], (0, 100 * result["miou"]), fontsize=8, color="gray")
     ax.set(xlabel="round", ylabel="mIoU (%)", title=title)
-    ax.legend(loc="best", fontsize=8)
+    if rounds or pseudo_rounds:
+        ax.legend(loc="best", fontsize=8)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -142,13 +143,14 @@ def draw_pseudo_examples(out: Path, labels: Any = None, count: int = 4) -> Path 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from segshift.config import DatasetConfig, merge_into_schema
     from segshift.data import build_dataset
     from segshift.evaluation.visualise import colorize
     from segshift.pipeline.pseudo_label import pseudo_dataset
 
     if count <= 0:
         return None
-    dataset = build_dataset(DictConfig(pseudo_dataset(out)), train=False)
+    dataset = build_dataset(merge_into_schema(DatasetConfig(), pseudo_dataset(out)), train=False)
     palette = dataset.label_space.palette
     truth = {}
     if labels is not None:

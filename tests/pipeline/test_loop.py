@@ -1,0 +1,181 @@
+"""`segshift pipeline`: teacher -> [pseudo-label -> student] x R on fixtures, cached and resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import segshift.engine.trainer as trainer_module
+from segshift.config import load_config
+from segshift.errors import ConfigError
+from segshift.pipeline.loop import StageStopped, load_pipeline_config, per_round, run_pipeline
+
+STREAM = ["batch_size=2", "crop_size=[32,32]", "hflip=false", "scale_range=[1.0,1.0]"]
+
+
+@pytest.fixture
+def pipeline_file(tmp_path: Path, folder_factory) -> Path:
+    """A two-round pipeline on tiny folders: labeled source, unlabeled target (with masks on disk
+    for the quality report), val; 2-step trainings."""
+    source = folder_factory(tmp_path / "source", seed=1)
+    target = folder_factory(tmp_path / "target", seed=2)
+    common = [
+        f"data.streams.source.root={source}",
+        f"data.streams.target.root={target}",
+        f"data.val.root={target}",
+        "data.num_workers=0",
+        "data.val.batch_size=2",
+        "train.iters=2",
+        "train.eval_every=2",
+        "train.ckpt_every=1",
+        "train.log_every=1",
+        "train.progress=plain",
+        "schedule.warmup_iters=0",
+    ]
+    common += [f"data.streams.{s}.{o}" for s in ("source", "target") for o in STREAM]
+    spec = {
+        "name": "loop",
+        "output_dir": str(tmp_path / "runs"),
+        "pipeline": {
+            "overrides": common,
+            "baselines": {"source_only": {"config": "uda/source_only"}},
+            "teacher": {"config": "uda/source_only"},
+            "pseudo_label": {
+                "stream": "target",
+                "rule": "threshold",
+                "threshold": 0.0,
+                "labels": {"name": "folder", "root": str(target)},
+                "examples": 2,
+            },
+            "student": {"config": "uda/student", "real_share": [0.5, 0.75]},
+            "rounds": 2,
+        },
+    }
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def count_trainings(monkeypatch) -> list[str]:
+    names: list[str] = []
+    original = trainer_module.Trainer.fit
+
+    def fit(self):
+        names.append(self.cfg.name)
+        return original(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", fit)
+    return names
+
+
+def test_two_rounds_end_to_end(pipeline_file: Path, monkeypatch) -> None:
+    trained = count_trainings(monkeypatch)
+    result = run_pipeline(pipeline_file)
+    out = pipeline_file.parent / "runs" / "loop"
+    assert trained == ["baseline_source_only", "teacher", "student_1", "student_2"]
+    for stage in ("teacher", "student_1", "student_2"):
+        assert (out / stage / "export" / "model.safetensors").is_file()
+    # each student starts from the previous model and mixes its batch by the round's share
+    student_1 = load_config(out / "student_1" / "config.yaml")
+    assert student_1.model.init_from == str(out / "teacher")
+    assert student_1.data.streams.target.root == str(out / "pseudo_1")
+    assert student_1.data.streams.target.labeled
+    assert [student_1.data.streams[s].batch_size for s in ("target", "source")] == [2, 2]
+    student_2 = load_config(out / "student_2" / "config.yaml")
+    assert student_2.model.init_from == str(out / "student_1")
+    assert [student_2.data.streams[s].batch_size for s in ("target", "source")] == [3, 1]
+    # threshold 0 keeps every pixel: full coverage of the 6 target images
+    masks = sorted((out / "pseudo_1" / "masks").glob("*.png"))
+    assert len(masks) == 6
+    report = json.loads((out / "pseudo_1" / "stage.json").read_text())["result"]["report"]
+    assert report["coverage"] == pytest.approx(1.0)
+    assert (out / "pseudo_1" / "examples.png").is_file()
+    summary = (out / "summary.md").read_text()
+    for stage in ("baseline_source_only", "teacher", "pseudo_1", "student_1", "student_2"):
+        assert f"| {stage} |" in summary
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("stage,what,miou") and len(rows) == 1 + 6
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["miou"] == pytest.approx(
+        json.loads((out / "student_2" / "stage.json").read_text())["result"]["miou"]
+    )
+
+
+def test_rerun_skips_done_stages_and_resumes_inside_one(pipeline_file: Path, monkeypatch) -> None:
+    import segshift.pipeline.pseudo_label as pseudo_module
+
+    trained = count_trainings(monkeypatch)
+    out = pipeline_file.parent / "runs" / "loop"
+    # a crash inside a stage: the first invocation stops the baseline after step 1 of 2
+    with pytest.raises(StageStopped, match="baseline_source_only stopped at step 1 of 2"):
+        run_pipeline(pipeline_file, ["train.stop_at=1"])
+    # a crash between stages: pseudo-labelling fails after the teacher finished
+    generate = pseudo_module.generate_pseudo_labels
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(pseudo_module, "generate_pseudo_labels", crash)
+    trained.clear()
+    with pytest.raises(RuntimeError, match="killed"):
+        run_pipeline(pipeline_file)
+    assert trained == ["baseline_source_only", "teacher"]
+    log = (out / "baseline_source_only" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in log if '"train"' in x] == [1, 2]  # resumed at step 1
+    monkeypatch.setattr(pseudo_module, "generate_pseudo_labels", generate)
+    trained.clear()
+    run_pipeline(pipeline_file)  # goes on at pseudo_1: baseline and teacher cached
+    assert trained == ["student_1", "student_2"]
+    trained.clear()
+    run_pipeline(pipeline_file)  # everything cached
+    assert trained == []
+
+
+def test_changed_stage_config_reruns_it_and_later_stages(
+    pipeline_file: Path, monkeypatch, capsys
+) -> None:
+    run_pipeline(pipeline_file)
+    trained = count_trainings(monkeypatch)
+    run_pipeline(pipeline_file, ["pipeline.pseudo_label.threshold=0.9"])
+    assert trained == ["student_1", "student_2"]  # teacher and baseline stay cached
+    printed = capsys.readouterr().out
+    assert "pseudo_1: config changed" in printed
+    stale = list((pipeline_file.parent / "runs" / "loop" / "stale").iterdir())
+    assert {p.name.rsplit("-", 2)[0] for p in stale} == {
+        "pseudo_1",
+        "student_1",
+        "pseudo_2",
+        "student_2",
+    }
+
+
+def test_bad_pipeline_configs_name_the_key(pipeline_file: Path) -> None:
+    with pytest.raises(ConfigError, match="pipeline.student.init"):
+        load_pipeline_config(pipeline_file, ["pipeline.student.init=nobody"])
+    with pytest.raises(ConfigError, match="pipeline.pseudo_label.stream: 'nowhere'"):
+        run_pipeline(pipeline_file, ["pipeline.pseudo_label.stream=nowhere"])
+    with pytest.raises(ConfigError, match="'pipeline.roundz' .did you mean 'rounds'"):
+        load_pipeline_config(pipeline_file, ["pipeline.roundz=2"])
+
+
+def test_per_round_schedule_repeats_its_last_value() -> None:
+    assert [per_round([0.2, 0.35], r) for r in (1, 2, 3)] == [0.2, 0.35, 0.35]
+    assert per_round([], 1) is None
+
+
+def test_packaged_pipelines_load_and_cli_runs(pipeline_file: Path, capsys) -> None:
+    from segshift.cli import main
+    from segshift.config import is_pipeline_config, packaged_configs
+
+    packaged = [p for p in packaged_configs().rglob("*.yaml") if is_pipeline_config(p)]
+    assert {p.stem for p in packaged} >= {"demo", "synthcity"}
+    for path in packaged:
+        cfg = load_pipeline_config(path, ["data.val.root=x"])
+        assert cfg.pipeline.overrides[-1] == "data.val.root=x"  # a stage key: every stage gets it
+        for stage in [cfg.pipeline.teacher, cfg.pipeline.student, *cfg.pipeline.baselines.values()]:
+            load_config(stage.config, list(stage.overrides))  # the stage configs exist and load
+    assert main(["pipeline", str(pipeline_file), "train.stop_at=1"]) == 0
+    assert "baseline_source_only stopped at step 1 of 2" in capsys.readouterr().out

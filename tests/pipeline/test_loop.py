@@ -92,6 +92,11 @@ def test_two_rounds_end_to_end(pipeline_file: Path, monkeypatch) -> None:
     assert len(masks) == 6
     report = json.loads((out / "pseudo_1" / "stage.json").read_text())["result"]["report"]
     assert report["coverage"] == pytest.approx(1.0)
+    quality = report["labels"]  # against the target's own masks
+    row = next(
+        r for r in (out / "summary.csv").read_text().splitlines() if r.startswith("pseudo_1")
+    )
+    assert row.split(",")[3] == str(quality["miou"]) and 0.0 <= quality["miou"] <= 1.0
     assert (out / "pseudo_1" / "examples.png").is_file()
     summary = (out / "summary.md").read_text()
     for stage in ("baseline_source_only", "teacher", "pseudo_1", "student_1", "student_2"):

@@ -28,7 +28,7 @@ def _pct(value: Any) -> str:
 
 def _pseudo_numbers(result: dict[str, Any]) -> dict[str, Any]:
     report = result.get("report") or {}
-    quality = report.get("quality") or {}
+    quality = report.get("labels") or {}  # against ground truth, where it exists
     return {
         "miou": quality.get("miou"),
         "pixel_accuracy": quality.get("pixel_accuracy"),

@@ -5,8 +5,33 @@ from __future__ import annotations
 import json
 
 import torch
+from torch import nn
 
 from segshift.engine.trainer import Trainer
+
+
+class TwoLevel(nn.Module):
+    """A multi-level stand-in for DeepLab-v2: a stride-2 conv + BatchNorm encoder, 1x1 "out"
+    and (optionally) "aux" heads on the same features."""
+
+    def __init__(self, num_classes: int, multi_level: bool = True) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6))
+        self.classifier = nn.Conv2d(6, num_classes, 1)
+        self.aux_classifier = nn.Conv2d(6, num_classes, 1) if multi_level else None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = torch.relu(self.encoder(x))
+        outputs = {"out": self.classifier(features)}
+        if self.aux_classifier is not None:
+            outputs["aux"] = self.aux_classifier(features)
+        return outputs
+
+
+def two_level(num_classes, encoder=None, encoder_weights=None, multi_level=True) -> TwoLevel:
+    """Builder for ``MODELS`` (monkeypatched in as ``two_level``), seeded for fixed weights."""
+    torch.manual_seed(0)
+    return TwoLevel(num_classes, multi_level)
 
 
 def read_log(run_dir) -> list[dict]:

@@ -13,32 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import TwoLevel, two_level
 from segshift.config import load_config
 from segshift.errors import ConfigError
 from segshift.methods.common.multi_level import level_adversarial_losses, output_levels
 from segshift.registry import METHODS, MODELS
 
 C = 4  # classes
-
-
-class TwoLevel(nn.Module):
-    def __init__(self, num_classes: int, multi_level: bool = True) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6))
-        self.classifier = nn.Conv2d(6, num_classes, 1)
-        self.aux_classifier = nn.Conv2d(6, num_classes, 1) if multi_level else None
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = torch.relu(self.encoder(x))
-        outputs = {"out": self.classifier(features)}
-        if self.aux_classifier is not None:
-            outputs["aux"] = self.aux_classifier(features)
-        return outputs
-
-
-def two_level(num_classes, encoder=None, encoder_weights=None, multi_level=True):
-    torch.manual_seed(0)
-    return TwoLevel(num_classes, multi_level)
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from helpers import assert_resume_exact, every_stream, read_log
+from helpers import assert_resume_exact, every_stream, read_log, two_level
 from segshift.config import load_config
 from segshift.engine.checkpoint import load_checkpoint
 from segshift.errors import ConfigError
@@ -26,28 +25,6 @@ LN2 = math.log(2.0)
 # Two heads at one pixel: p_a = (1/2, 1/2) (logits 0, 0) and p_b = (3/4, 1/4) (logits ln 3, 0).
 V_AB = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # KL(p_b || p_a) = 0.1308
 V_BA = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)  # KL(p_a || p_b) = 0.1438
-
-
-class TwoLevel(nn.Module):
-    """Stride-2 conv + BatchNorm encoder, 1x1 "out" and (optionally) "aux" heads."""
-
-    def __init__(self, num_classes: int, multi_level: bool = True) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6))
-        self.classifier = nn.Conv2d(6, num_classes, 1)
-        self.aux_classifier = nn.Conv2d(6, num_classes, 1) if multi_level else None
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = torch.relu(self.encoder(x))
-        outputs = {"out": self.classifier(features)}
-        if self.aux_classifier is not None:
-            outputs["aux"] = self.aux_classifier(features)
-        return outputs
-
-
-def two_level(num_classes, encoder=None, encoder_weights=None, multi_level=True):
-    torch.manual_seed(0)
-    return TwoLevel(num_classes, multi_level)
 
 
 def one_level(num_classes, encoder=None, encoder_weights=None):

@@ -34,21 +34,3 @@ def test_init_from_errors_name_the_path(tiny_config, tmp_path) -> None:
     cfg = tiny_config(f"model.init_from={teacher.run_dir}")
     with pytest.raises(ConfigError, match="does not fit this model"):
         build_model(cfg.model, 5)  # other classes: the head's shape differs
-
-
-def test_supervised_streams_train_on_one_concatenated_batch(tiny_config, tiny_folder) -> None:
-    streams = []
-    for name in ("source", "target"):
-        streams += [
-            f"data.streams.{name}.name=folder",
-            f"data.streams.{name}.root={tiny_folder}",
-            f"data.streams.{name}.batch_size={1 if name == 'source' else 3}",
-            f"data.streams.{name}.crop_size=[32,32]",
-        ]
-    trainer = Trainer(tiny_config(*streams, "method.params.streams=[source,target]"))
-    assert trainer.method.streams == ("source", "target")
-    model, seen = trainer.method.model, []
-    forward = model.forward
-    model.forward = lambda x: (model.training and seen.append(x.shape[0])) or forward(x)
-    trainer.fit()
-    assert seen == [4] * 4  # 1 source + 3 target images in each of the 4 steps

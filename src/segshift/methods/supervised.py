@@ -5,7 +5,10 @@ Cross-entropy over valid pixels (optionally OHEM as in CPS/UniMatch). ``streams`
 several labeled streams at once (the loop's student: ``[source, target]`` with pseudo-labeled
 target images, their share of the batch set by the streams' batch sizes): the streams' images
 (B_i,3,H,W) are concatenated into one batch, so BatchNorm sees them together and every labeled
-pixel counts the same; their crops must match. With ``multi_level`` models
+pixel counts the same; their crops must match. ``mix_weight`` > 0 adds, as the loop's
+optional student noise, ``mix_weight`` times the CE on CutMix images: a box of half of each image
+of the first stream pasted onto the same-index image of the second, with both parts' labels
+(``mix_mask: class`` pastes half of the first image's classes instead, ClassMix). With ``multi_level`` models
 (DeepLab-v2 with the layer3 classifier, AdaptSegNet) the auxiliary output adds ``aux_weight`` times
 its own CE (AdaptSegNet's lambda_seg = 0.1).
 
@@ -25,16 +28,22 @@ from torch import nn
 
 from segshift.errors import ConfigError
 from segshift.methods.base import Method
+from segshift.methods.common.augment import step_generator
 from segshift.methods.common.losses import cross_entropy, ohem_cross_entropy
+from segshift.methods.common.mixing import MIX_MASKS, mix, mix_masks
 from segshift.methods.common.optim import segmenter_optimizer
 from segshift.models import build_model
 from segshift.registry import METHODS
+
+MIX_SALT = 1  # step_generator salt of the mixing masks
 
 
 @dataclass
 class SupervisedParams:
     stream: str = "labeled"
     streams: list[str] | None = None  # several labeled streams as one batch (overrides stream)
+    mix_weight: float = 0.0  # CE on first-stream-on-second CutMix images (needs two streams)
+    mix_mask: str = "cut"  # cut | class
     ohem: bool = False
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100_000
@@ -51,6 +60,12 @@ class Supervised(Method):
     def __init__(self, cfg: DictConfig, num_classes: int, ignore_index: int = 255) -> None:
         super().__init__(cfg, num_classes, ignore_index)
         self.streams = tuple(self.params.streams or (self.params.stream,))
+        self.check_choices(mix_mask=MIX_MASKS)
+        if self.params.mix_weight > 0 and len(self.streams) != 2:
+            raise ConfigError(
+                "method.params.mix_weight needs two streams (method.params.streams: "
+                f"[source, target]); got {list(self.streams)}"
+            )
         self.model = build_model(cfg.model, num_classes)
 
     def _loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -80,6 +95,21 @@ class Supervised(Method):
             aux = self._loss(outputs["aux"], data["label"])
             losses["loss"] = ce + self.params.aux_weight * aux
             losses["ce_aux"] = aux.detach()
+        if self.params.mix_weight > 0:
+            first, second = (batch[name] for name in self.streams)
+            if first["label"].shape != second["label"].shape:
+                raise ConfigError(
+                    "method.params.mix_weight: the two streams need the same batch size and crop "
+                    f"({tuple(first['label'].shape)} vs {tuple(second['label'].shape)})"
+                )
+            generator = step_generator(self.cfg.seed, step, MIX_SALT)
+            mask = mix_masks(
+                self.params.mix_mask, first["label"], generator, ignore_index=self.ignore_index
+            )
+            image = mix(mask, first["image"], second["image"])
+            mixed = self._loss(self.model(image)["out"], mix(mask, first["label"], second["label"]))
+            losses["loss"] = losses["loss"] + self.params.mix_weight * mixed
+            losses["mixed"] = mixed.detach()
         return losses
 
     def _concat(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:

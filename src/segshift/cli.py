@@ -32,18 +32,51 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", help="multi-scale TTA, e.g. 0.75,1,1.25")
 
 
+def parse_hw(option: str, text: str, minimum: int = 1) -> tuple[int, int]:
+    """``"512x1024"`` -> ``(512, 1024)``, each side in ``minimum..MAX_SIDE``; a SegshiftError
+    naming ``option`` otherwise."""
+    from segshift.config import MAX_SIDE
+
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise SegshiftError(
+            f"{option}: expected HxW with whole numbers, e.g. 512x1024; got {text!r}"
+        )
+    h, w = (int(p) for p in parts)
+    if not (minimum <= h <= MAX_SIDE and minimum <= w <= MAX_SIDE):
+        raise SegshiftError(
+            f"{option}: height and width must be in {minimum}..{MAX_SIDE}; got {text!r}"
+        )
+    return h, w
+
+
+def parse_scales(option: str, text: str) -> tuple[float, ...]:
+    """``"0.75,1,1.25"`` -> ``(0.75, 1.0, 1.25)``; every scale a number > 0."""
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        scales = ()
+    if not scales or not all(0 < s < float("inf") for s in scales):
+        raise SegshiftError(
+            f"{option}: expected numbers > 0 separated by commas, e.g. 0.75,1,1.25; got {text!r}"
+        )
+    return scales
+
+
 def _inference_overrides(args: argparse.Namespace) -> list[str]:
     overrides = []
     if args.mode:
         overrides.append(f"eval.mode={args.mode}")
     if args.crop:
-        overrides.append(f"eval.crop_size=[{args.crop.replace('x', ',')}]")
+        overrides.append("eval.crop_size=[{},{}]".format(*parse_hw("--crop", args.crop)))
     if args.stride:
-        overrides.append(f"eval.stride=[{args.stride.replace('x', ',')}]")
+        overrides.append("eval.stride=[{},{}]".format(*parse_hw("--stride", args.stride)))
     if args.flip:
         overrides.append("eval.flip=true")
     if args.scales:
-        overrides.append(f"eval.scales=[{args.scales}]")
+        overrides.append(
+            f"eval.scales=[{','.join(map(str, parse_scales('--scales', args.scales)))}]"
+        )
     return overrides
 
 
@@ -176,12 +209,7 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
 def _pseudo_label(args: argparse.Namespace) -> None:
     from segshift.pipeline.pseudo_label import Selection, dataset_node, generate_pseudo_labels
 
-    try:
-        scales = tuple(float(s) for s in args.scales.split(","))
-    except ValueError:
-        raise SegshiftError(
-            f"--scales: expected numbers like 0.75,1,1.25, not {args.scales}"
-        ) from None
+    scales = parse_scales("--scales", args.scales)
     selection = Selection(
         rule=args.rule,
         threshold=args.threshold,
@@ -280,13 +308,22 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _data(args: argparse.Namespace) -> None:
-    from segshift.data.synthcity import generate, parse_size
+    from segshift.data.synthcity import generate
 
+    if args.n < 1:
+        raise SegshiftError(f"--n: the number of scenes must be >= 1; got {args.n}")
+    if args.workers < 1:
+        raise SegshiftError(f"--workers: must be >= 1; got {args.workers}")
+    size = parse_hw("--size", args.size, minimum=16)  # the generator's smallest scene
+    out_dir = Path(args.out)
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise SegshiftError(f"--out {args.out}: {existing} exists and is not a directory")
     out = generate(
         args.out,
         style=args.style,
         n=args.n,
-        size=parse_size(args.size),
+        size=size,
         seed=args.seed,
         workers=args.workers,
     )
@@ -350,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     except SegshiftError as err:
         print(f"segshift {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside training (which checkpoints first): no traceback
+        print(f"segshift {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -12,18 +12,141 @@ did-you-mean suggestion. ``save_config`` writes the resolved config into a run d
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from segshift.errors import ConfigError
 from segshift.fileio import atomic_write_bytes
 from segshift.registry import did_you_mean
+
+# --- value checks ------------------------------------------------------------------------------
+# Each schema field may carry a Check in its metadata; ``validate`` walks any schema (a run's
+# Config, a pipeline's, a DatasetConfig) and applies them, so a new key declared with
+# ``checked(...)`` is validated wherever configs are loaded, with no code elsewhere.
+
+MAX_SIDE = 8192  # pixels: larger crops/windows only end in an allocation failure
+
+
+@dataclass(frozen=True)
+class Check:
+    """A predicate on a field's plain value and the valid range it stands for (for messages)."""
+
+    ok: Callable[[Any], bool]
+    expected: str
+
+
+def checked(default: Any = dataclasses.MISSING, *, check: Check, factory: Any = None) -> Any:
+    """A dataclass field whose value must pass ``check``."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"check": check})
+    return field(default=default, metadata={"check": check})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(low: int, optional: bool = False) -> Check:
+    text = f"an integer >= {low}" + (" or null" if optional else "")
+    return Check(lambda v: (optional and v is None) or (_is_int(v) and v >= low), text)
+
+
+def number_at_least(low: float, optional: bool = False, above: bool = False) -> Check:
+    text = f"a number {'>' if above else '>='} {low}" + (" or null" if optional else "")
+
+    def ok(v: Any) -> bool:
+        if v is None:
+            return optional
+        return _is_number(v) and (v > low if above else v >= low)
+
+    return Check(ok, text)
+
+
+def number_between(low: float, high: float) -> Check:
+    return Check(lambda v: _is_number(v) and low <= v <= high, f"a number in [{low}, {high}]")
+
+
+def one_of(*choices: Any, optional: bool = False) -> Check:
+    text = "one of " + ", ".join(str(c) for c in choices) + (" or null" if optional else "")
+    return Check(lambda v: (optional and v is None) or v in choices, text)
+
+
+def size_pair(optional: bool = True) -> Check:
+    """``[height, width]``: two integers in 1..MAX_SIDE (crop sizes, windows, resizes)."""
+    text = f"[height, width] with each in 1..{MAX_SIDE}" + (" or null" if optional else "")
+
+    def ok(v: Any) -> bool:
+        if v is None:
+            return optional
+        return (
+            isinstance(v, list)
+            and len(v) == 2
+            and all(_is_int(s) and 1 <= s <= MAX_SIDE for s in v)
+        )
+
+    return Check(ok, text)
+
+
+def _scale_range_ok(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 2
+        and all(_is_number(s) for s in v)
+        and 0 < v[0] <= v[1] <= 10
+    )
+
+
+def _scales_ok(v: Any) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_is_number(s) and 0 < s <= 10 for s in v)
+
+
+def _betas_ok(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
+
+
+def _rgb_ok(v: Any) -> bool:
+    return v is None or (isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v))
+
+
+def _std_ok(v: Any) -> bool:
+    return _rgb_ok(v) and (v is None or all(x > 0 for x in v))
+
+
+def _devices_ok(v: Any) -> bool:
+    """Lightning's ``devices``: a count >= 1, -1 (all), "auto", "0,1" or a list of indices."""
+    if _is_int(v):
+        return v >= 1 or v == -1
+    if isinstance(v, str):
+        text = v.strip()
+        if text == "auto":
+            return True
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if len(parts) == 1:
+            return parts[0].lstrip("-").isdigit() and (int(parts[0]) >= 1 or int(parts[0]) == -1)
+        return bool(parts) and all(p.isdigit() for p in parts)
+    if isinstance(v, list):
+        return bool(v) and all(_is_int(i) and i >= 0 for i in v) and len(set(v)) == len(v)
+    return False
+
+
+PRECISIONS = (
+    "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true",
+    "transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64",
+)  # fmt: skip
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+EVAL_MODES = ("whole", "slide", "slide_unimatch")
 
 
 @dataclass
@@ -35,29 +158,34 @@ class DatasetConfig:
     split: str = "train"
     labeled: bool = True
     domain: str = ""
-    n_labeled: int | None = None
+    n_labeled: int | None = checked(None, check=at_least(1, optional=True))
     split_file: str | None = None
-    subset_seed: int = 0
-    batch_size: int = 8
-    resize: list[int] | None = None
-    crop_size: list[int] | None = None
-    scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    subset_seed: int = checked(0, check=at_least(0))
+    batch_size: int = checked(8, check=at_least(1))
+    resize: list[int] | None = checked(None, check=size_pair())
+    crop_size: list[int] | None = checked(None, check=size_pair())
+    scale_range: list[float] = checked(
+        check=Check(_scale_range_ok, "[low, high] with 0 < low <= high <= 10"),
+        factory=lambda: [1.0, 1.0],
+    )
     hflip: bool = False
     photometric: bool = False
     # Image resampling for resize and random scale: bilinear | bicubic | area | nearest.
-    interpolation: str = "bilinear"
+    interpolation: str = checked("bilinear", check=one_of("bilinear", "bicubic", "area", "nearest"))
     # Image-level augmentation policy (off by default): "randaugment" draws `policy_ops`
     # photometric ops of strength `policy_magnitude` (0-10) on the image only; with
     # `policy_geometric` also joint geometric ops (affine) on image and mask.
-    policy: str | None = None
-    policy_ops: int = 2
-    policy_magnitude: int = 9
+    policy: str | None = checked(None, check=one_of("randaugment", optional=True))
+    policy_ops: int = checked(2, check=at_least(0))
+    policy_magnitude: int = checked(9, check=number_between(0, 10))
     policy_geometric: bool = False
     # Rare-class sampling (DAFormer): draw a class c with softmax((1 - f_c) / T), then an image
     # with > rcs_min_pixels pixels of c; re-crop until c covers rcs_min_pixels * min_crop_ratio.
-    rcs_temperature: float | None = None
-    rcs_min_pixels: int = 3000
-    rcs_min_crop_ratio: float = 0.5
+    rcs_temperature: float | None = checked(
+        None, check=number_at_least(0, optional=True, above=True)
+    )
+    rcs_min_pixels: int = checked(3000, check=at_least(0))
+    rcs_min_crop_ratio: float = checked(0.5, check=number_at_least(0))
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,7 +195,7 @@ class DataConfig:
 
     streams: dict[str, DatasetConfig] = field(default_factory=dict)
     val: DatasetConfig | None = None
-    num_workers: int = 2
+    num_workers: int = checked(2, check=at_least(0))
 
 
 @dataclass
@@ -83,10 +211,12 @@ class NormalizationConfig:
     """
 
     preset: str = "auto"
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    channel_order: str | None = None  # rgb | bgr
-    scale: float | None = None  # 1.0: pixels in [0, 1]; 255.0: pixels in [0, 255]
+    mean: list[float] | None = checked(None, check=Check(_rgb_ok, "[r, g, b] numbers or null"))
+    std: list[float] | None = checked(None, check=Check(_std_ok, "[r, g, b] numbers > 0 or null"))
+    channel_order: str | None = checked(None, check=one_of("rgb", "bgr", optional=True))
+    scale: float | None = checked(
+        None, check=number_at_least(0, optional=True, above=True)
+    )  # 1.0: pixels in [0, 1]; 255.0: pixels in [0, 255]
 
 
 @dataclass
@@ -118,14 +248,21 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
+    name: str = checked(
+        "sgd",
+        check=Check(lambda v: str(v).lower() in ("sgd", "adamw", "adam"), "sgd, adamw or adam"),
+    )
+    lr: float = checked(0.01, check=number_at_least(0))
+    momentum: float = checked(0.9, check=number_between(0, 1))
     nesterov: bool = False
-    weight_decay: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    head_lr_mult: float = 1.0
-    clip_grad_norm: float | None = None
+    weight_decay: float = checked(5e-4, check=number_at_least(0))
+    betas: list[float] = checked(
+        check=Check(_betas_ok, "[beta1, beta2] in [0, 1)"), factory=lambda: [0.9, 0.999]
+    )
+    head_lr_mult: float = checked(1.0, check=number_at_least(0))
+    clip_grad_norm: float | None = checked(
+        None, check=number_at_least(0, optional=True, above=True)
+    )
     # The official DeepLab-v2 trainers (AdaptSegNet, ADVENT, DACS, FDA) list each backbone
     # parameter once per module that contains it, so SGD updates it 3-4 times per step.
     official_param_repeats: bool = False
@@ -135,39 +272,45 @@ class OptimConfig:
 class ScheduleConfig:
     """Poly decay ``(1 - t/T)^power`` after a linear warmup from ``warmup_ratio * lr``."""
 
-    name: str = "poly"
-    power: float = 0.9
-    warmup_iters: int = 0
-    warmup_ratio: float = 1e-6
-    min_lr: float = 0.0
+    name: str = checked("poly", check=one_of("poly", "constant"))
+    power: float = checked(0.9, check=number_at_least(0))
+    warmup_iters: int = checked(0, check=at_least(0))
+    warmup_ratio: float = checked(1e-6, check=number_between(0, 1))
+    min_lr: float = checked(0.0, check=number_at_least(0))
 
 
 @dataclass
 class TrainConfig:
-    iters: int = 1000
-    stop_at: int | None = None  # checkpoint and stop early (time-limited jobs); resume goes on
-    eval_every: int = 500
-    ckpt_every: int = 500
-    log_every: int = 20
-    precision: str = "32-true"
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
+    iters: int = checked(1000, check=at_least(1))
+    # checkpoint and stop early (time-limited jobs); resume goes on
+    stop_at: int | None = checked(None, check=at_least(1, optional=True))
+    eval_every: int = checked(500, check=at_least(0))  # 0: never evaluate during training
+    ckpt_every: int = checked(500, check=at_least(1))
+    log_every: int = checked(20, check=at_least(1))
+    precision: str = checked("32-true", check=one_of(*PRECISIONS))
+    accelerator: str = checked("auto", check=one_of(*ACCELERATORS))
+    devices: Any = checked(
+        1, check=Check(_devices_ok, 'a count >= 1, -1 (all), "auto" or a list of device indices')
+    )
+    num_nodes: int = checked(1, check=at_least(1))
     strategy: str = "auto"
     sync_batchnorm: bool = False  # BatchNorm statistics across processes (UniMatch, U2PL, CPS)
-    max_nonfinite: int = 3
+    max_nonfinite: int = checked(3, check=at_least(0))
     deterministic: bool = False
     resume: bool = True
-    progress: str = "auto"
+    progress: str = checked("auto", check=one_of("auto", "bar", "plain"))
 
 
 @dataclass
 class EvalConfig:
-    mode: str = "whole"  # whole | slide (mmseg: windows averaged) | slide_unimatch
-    crop_size: list[int] | None = None
-    stride: list[int] | None = None
+    # whole | slide (mmseg: windows averaged) | slide_unimatch
+    mode: str = checked("whole", check=one_of(*EVAL_MODES))
+    crop_size: list[int] | None = checked(None, check=size_pair())
+    stride: list[int] | None = checked(None, check=size_pair())
     flip: bool = False
-    scales: list[float] = field(default_factory=lambda: [1.0])
+    scales: list[float] = checked(
+        check=Check(_scales_ok, "a non-empty list of numbers in (0, 10]"), factory=lambda: [1.0]
+    )
     subset: str | None = None
 
 
@@ -175,7 +318,7 @@ class EvalConfig:
 class Config:
     name: str = "run"
     output_dir: str = "runs"
-    seed: int = 0
+    seed: int = checked(0, check=at_least(0))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -239,8 +382,7 @@ def _wrap_omegaconf_error(err: OmegaConfBaseException, schema: Any, origin: str)
     return ConfigError(f"{origin}: bad value for config key '{key}': {message}")
 
 
-def merge_into_schema(schema: Any, *layers: Any, origin: str = "config") -> DictConfig:
-    """Merge plain mappings onto a structured schema, turning OmegaConf errors into ConfigError."""
+def _merge(schema: Any, *layers: Any, origin: str) -> DictConfig:
     try:
         merged = OmegaConf.structured(schema)
         for layer in layers:
@@ -248,6 +390,93 @@ def merge_into_schema(schema: Any, *layers: Any, origin: str = "config") -> Dict
     except OmegaConfBaseException as err:
         raise _wrap_omegaconf_error(err, schema, origin) from None
     return merged  # type: ignore[return-value]
+
+
+def merge_into_schema(schema: Any, *layers: Any, origin: str = "config") -> DictConfig:
+    """Merge plain mappings onto a structured schema, turning OmegaConf errors into ConfigError.
+
+    The result is validated (:func:`validate`): a value outside its field's range is a
+    ConfigError naming the key and the range.
+    """
+    merged = _merge(schema, *layers, origin=origin)
+    validate(merged, origin)
+    return merged
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _eval_needs_window(node: DictConfig) -> tuple[str, str] | None:
+    if node.mode != "whole" and node.crop_size is None:
+        return "mode", f"'{node.mode}' needs a window: set eval.crop_size=[h,w] (or --crop HxW)"
+    return None
+
+
+def _output_dir_not_a_file(node: DictConfig) -> tuple[str, str] | None:
+    # The nearest existing ancestor must be a directory, or the run fails after loading data.
+    path = Path(str(node.output_dir)).expanduser()
+    for candidate in (path / str(node.name), path, *path.parents):
+        if candidate.exists():
+            if candidate.is_dir():
+                return None
+            return "output_dir", f"{candidate} exists and is not a directory"
+    return None
+
+
+# Checks that involve several keys of one schema node; (key, message) when they fail.
+_NODE_CHECKS: dict[type, Callable[[DictConfig], tuple[str, str] | None]] = {
+    EvalConfig: _eval_needs_window,
+    Config: _output_dir_not_a_file,
+}
+
+
+def validate(cfg: DictConfig, origin: str = "config", overridden: tuple[str, ...] = ()) -> None:
+    """Check every value against its schema field's :class:`Check` (and the cross-key checks).
+
+    Walks nested nodes of any structured config, so streams, ``data.val`` and pipeline schemas
+    are covered. Raises ConfigError ``"<origin>: bad value for config key 'k': expected ..."``;
+    keys in (or under) ``overridden`` are reported as coming from the command line.
+    """
+
+    def where(key: str) -> str:
+        return (
+            "command line"
+            if any(key == o or key.startswith(f"{o}.") for o in overridden)
+            else origin
+        )
+
+    _validate_node(cfg, "", where)
+
+
+def _validate_node(node: DictConfig, prefix: str, where: Callable[[str], str]) -> None:
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        for spec in dataclasses.fields(schema):
+            check = spec.metadata.get("check")
+            if check is None or spec.name not in node or OmegaConf.is_missing(node, spec.name):
+                continue
+            value = _plain(node[spec.name])
+            if not check.ok(value):
+                key = prefix + spec.name
+                raise ConfigError(
+                    f"{where(key)}: bad value for config key '{key}': expected {check.expected}, "
+                    f"got {value!r}"
+                )
+        node_check = _NODE_CHECKS.get(schema)
+        failure = node_check(node) if node_check else None
+        if failure:
+            raise ConfigError(
+                f"{where(prefix + failure[0])}: bad value for config key "
+                f"'{prefix}{failure[0]}': {failure[1]}"
+            )
+    for key in node:
+        if not OmegaConf.is_missing(node, key):
+            child = node[key]
+            if isinstance(child, DictConfig):
+                _validate_node(child, f"{prefix}{key}.", where)
 
 
 def is_pipeline_config(path: str | Path) -> bool:
@@ -273,9 +502,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                 raise ConfigError(
                     f"{base_file}: a base config cannot have its own 'base:' (one level at most)"
                 )
-            layers.append(merge_into_schema(Config(), base_data, origin=str(base_file)))
+            layers.append(_merge(Config(), base_data, origin=str(base_file)))
         layers.append(data)
-    merged = merge_into_schema(Config(), *layers, origin=origin)
+    # Values are validated once, on the final config: an override may fix a file's value.
+    merged = _merge(Config(), *layers, origin=origin)
     if overrides:
         for item in overrides:
             if "=" not in item:
@@ -286,7 +516,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             dotlist = OmegaConf.from_dotlist(list(overrides))
         except (OmegaConfBaseException, yaml.YAMLError) as err:
             raise ConfigError(f"bad override: {' '.join(str(err).split())}") from None
-        merged = merge_into_schema(Config(), merged, dotlist, origin="command line")
+        merged = _merge(Config(), merged, dotlist, origin="command line")
+    keys = tuple(item.split("=", 1)[0].strip() for item in overrides or [])
+    validate(merged, origin, overridden=keys)
     return merged
 
 

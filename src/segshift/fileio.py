@@ -1,7 +1,10 @@
 """All-or-nothing file writes: a temp file beside the target, fsynced, then ``os.replace``.
 
-A crash or a full disk at any point leaves either the old file or the new one, never half of one,
-and no temp file behind.
+A crash or a full disk at any point leaves either the old file or the new one, never half of one.
+A process killed with SIGKILL can leave its temp file (``.<name>.<random>.tmp``) behind;
+:func:`remove_stale_temp_files` clears them (the trainer does so at start-up, holding the run's
+lock). Files get the mode the user's umask gives a new file (``0666 & ~umask``), not mkstemp's
+0600.
 """
 
 from __future__ import annotations
@@ -11,6 +14,47 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from segshift.errors import TrainingError
+
+
+class RunLockedError(TrainingError):
+    """The directory is locked by another running process."""
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (threads may be writing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: the classic read-by-setting, restored at once
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """What ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
+    return 0o666 & ~_umask()
+
+
+def remove_stale_temp_files(*directories: Path) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files left by killed :func:`atomic_write` calls; return them.
+
+    Only call this while no other process can be writing into ``directories`` (the trainer
+    holds the run directory's lock).
+    """
+    removed = []
+    for directory in directories:
+        if not Path(directory).is_dir():
+            continue
+        for tmp in Path(directory).glob(".*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 def fsync_dir(directory: Path) -> None:
@@ -41,6 +85,7 @@ def atomic_write(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp creates 0600; respect the user's umask
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -60,3 +105,60 @@ def atomic_write(
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda handle: handle.write(data), durable=durable)
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory (``<dir>/.lock``, ``fcntl.flock``), held by one process.
+
+    The kernel drops a flock when its process dies, however it dies, so a lock file left by a
+    killed process never blocks: the next owner takes it over, and :meth:`acquire` says whose it
+    was. The file holds ``"<pid> <host>"`` while locked and is emptied on release (not deleted:
+    deleting would let two processes lock two different files of the same name).
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock or raise `RunLockedError` naming the holder; returns a note when a lock
+        left behind by a dead process was taken over, else None."""
+        import fcntl
+        import socket
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, new_file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text().strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.directory} is in use by process {holder} (lock {self.path}): two "
+                "trainings on one run directory would interleave their files. Wait for it to "
+                "finish or stop it, or train into another directory (name=... / output_dir=...)"
+            ) from None
+        left = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        mine = f"{os.getpid()} {socket.gethostname()}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (mine + "\n").encode(), 0)
+        self._fd = fd
+        if left and left != mine:
+            return (
+                f"took over the lock {self.path} left by process {left}, which no longer runs "
+                "(it was killed or crashed)"
+            )
+        return None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        try:
+            os.ftruncate(self._fd, 0)  # released cleanly: the next owner has nothing to report
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -82,20 +82,32 @@ class FolderDataset(SegDataset):
             classes, name, where = spec.get("classes"), spec.get("label_space"), str(classes_file)
         if name is not None:
             space = get_label_space(name)
-            if classes:
+            if classes is not None:
                 space = _with_given_classes(
                     space, label_space_from_classes(name, classes, where), where
                 )
             self._maps_raw_ids = True
-        elif classes:
+        elif classes is not None:  # an empty list is an error of its own, named by its source
             space = label_space_from_classes(self.root.name, classes, where)
             self._maps_raw_ids = any(isinstance(c, dict) and "id" in c for c in classes)
         elif not self.labeled:
             space = LabelSpace("unlabeled", (), [], {})
+        elif classes_file is not None:
+            raise ConfigError(
+                f"{classes_file}: lists no classes; give 'classes: [name, ...]' or "
+                "'label_space: NAME'"
+            )
         else:
             raise ConfigError(
                 f"folder dataset {self.root}: no classes; set options.classes or options.label_space, "
                 f"or write {self._classes_files[-1]}"
+            )
+        clash = [c for c in self._void_colors if c in space.palette]
+        if clash:
+            other = space.class_names[space.palette.index(clash[0])]
+            raise ConfigError(
+                f"options.void_colors: {list(clash[0])} is the colour of class '{other}' "
+                f"(classes from {where})"
             )
         return replace(space, void_colors=space.void_colors + self._void_colors)
 

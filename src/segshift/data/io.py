@@ -13,27 +13,54 @@ from segshift.errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _open(path: Path, mode: str | None) -> np.ndarray:
+def _open(path: Path, mode: str | None, keep: tuple[str, ...] = ()) -> np.ndarray:
+    """Pixels of ``path``, converted to ``mode`` unless the file's mode is in ``keep``."""
     try:
         with Image.open(path) as image:
             image.load()
-            return np.array(image if mode is None or image.mode == mode else image.convert(mode))
+            if image.mode == "F" and mode is not None:
+                raise DataError(
+                    f"{path}: floating-point image (mode F) has no defined range; convert it "
+                    "to 8- or 16-bit"
+                )
+            if mode is None or image.mode == mode or image.mode in keep:
+                return np.array(image)
+            return np.array(image.convert(mode))
     except FileNotFoundError as error:
         raise DataError(f"{path}: file not found") from error
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise DataError(f"{path}: cannot read image ({error})") from error
 
 
+# Pillow's modes for 16-bit grayscale ("I;16*") and 32-bit integer ("I", which older Pillow
+# versions give for 16-bit PNGs). Converting these to RGB clips at 255, i.e. makes them white.
+_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def read_image(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (H,W,3)."""
-    return _open(path, "RGB")
+    """An image file as RGB uint8 (H,W,3).
+
+    16-bit grayscale images are scaled to 8 bits (``round(v * 255 / 65535)``) and repeated over
+    the three channels; 16-bit RGB PNGs keep their high byte (Pillow). Floating-point images
+    have no agreed range and are refused with a DataError naming the file.
+    """
+    data = _open(path, "RGB", keep=_WIDE_GRAY_MODES)
+    if data.ndim == 2:  # 16-bit (or 32-bit integer) grayscale
+        if data.size and (data.min() < 0 or data.max() > 65535):
+            raise DataError(
+                f"{path}: integer image with values outside 0..65535; convert it to 8- or 16-bit"
+            )
+        gray = (data.astype(np.uint32) * 255 + 32767) // 65535
+        return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+    return data
 
 
 MASK_FORMATS = ("auto", "index", "palette", "rgb")
 
 
 def read_mask(path: Path, mask_format: str = "index") -> np.ndarray:
-    """A mask file as raw ids (H,W) (uint8, or uint16 for 16-bit PNGs) or colours (H,W,3) uint8.
+    """A mask file as raw ids (H,W) (uint8, or uint16/int32 for 16-bit PNGs, never wrapped to
+    8 bits) or colours (H,W,3) uint8.
 
     ``index``: a single-channel PNG; a palette PNG gives its indices. ``palette``: must be a
     palette ("P") PNG; gives its indices. ``rgb``: colours (H,W,3). ``auto``: colours for RGB(A)
@@ -42,6 +69,8 @@ def read_mask(path: Path, mask_format: str = "index") -> np.ndarray:
     if mask_format == "rgb":
         return _open(path, "RGB")
     mask = _open(path, None)
+    if mask.dtype.kind not in "iub":
+        raise DataError(f"{path}: a mask must hold integer ids, got {mask.dtype} pixels")
     if mask_format == "auto":
         return mask[..., :3] if mask.ndim == 3 else mask
     if mask_format == "palette" and not _is_palette(path):

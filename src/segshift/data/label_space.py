@@ -24,6 +24,10 @@ from segshift.errors import ConfigError, DataError
 from segshift.registry import did_you_mean
 
 RGB = tuple[int, int, int]
+IGNORE_INDEX = 255
+# Train ids are stored as uint8 with 255 = ignore, so a label space holds at most 255 classes;
+# more would wrap silently (299 -> 43).
+MAX_CLASSES = 255
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,12 @@ class LabelSpace:
 
     def __post_init__(self) -> None:
         n = len(self.class_names)
+        if n > MAX_CLASSES:
+            raise ValueError(
+                f"label space '{self.name}': {n} classes, at most {MAX_CLASSES} are supported"
+            )
+        if len(set(self.class_names)) != n:
+            raise ValueError(f"label space '{self.name}': duplicate class names")
         if len(self.palette) != n:
             raise ValueError(
                 f"label space '{self.name}': {n} classes but {len(self.palette)} colours"
@@ -285,31 +295,83 @@ def label_space_from_classes(
 
     ``color`` ([r, g, b]) defaults to a generated palette colour; ``id`` (the raw mask value)
     defaults to the class's position, so masks that already hold train ids work unchanged.
-    ``where`` names the source (a file or config key) in error messages.
+    ``where`` names the source (a file or config key) in error messages. Ambiguous lists are
+    refused with a ConfigError: a name, colour or id used twice, a malformed colour or id, or
+    more than 255 classes (train ids are 8-bit, 255 = ignore).
 
     Example::
 
         >>> space = label_space_from_classes("harbour", ["water", {"name": "pier", "id": 3}])
     """
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
+        raise ConfigError(f"{where}: expected a list of classes, got {classes!r}")
     if not classes:
         raise ConfigError(f"{where}: the class list is empty")
-    names, palette, raw_to_train = [], [], {}
+    if len(classes) > MAX_CLASSES:
+        raise ConfigError(
+            f"{where}: {len(classes)} classes, at most {MAX_CLASSES} are supported (train ids "
+            f"are 8-bit and {IGNORE_INDEX} means ignore)"
+        )
+    names: list[str] = []
+    palette: list[RGB] = []
+    raw_to_train: dict[int, int] = {}
     for i, entry in enumerate(classes):
-        spec = {"name": entry} if isinstance(entry, str) else dict(entry)
-        unknown = set(spec) - {"name", "color", "id"}
-        if "name" not in spec or unknown:
+        spec = {"name": entry} if isinstance(entry, str) else _as_mapping(entry)
+        unknown = set(spec or {}) - {"name", "color", "id"}
+        if spec is None or "name" not in spec or unknown:
             raise ConfigError(
                 f"{where}[{i}]: expected a name or {{name, color, id}}, got {entry!r}"
             )
-        color = spec.get("color")
-        if color is not None and (len(color) != 3 or not all(0 <= int(c) <= 255 for c in color)):
-            raise ConfigError(f"{where}[{i}].color: expected [r, g, b] in 0..255, got {color!r}")
-        names.append(str(spec["name"]))
-        palette.append(tuple(int(c) for c in color) if color is not None else _default_color(i))
-        raw_to_train[int(spec.get("id", i))] = i
-    if len(raw_to_train) != len(names):
-        raise ConfigError(f"{where}: two classes share the same id")
+        class_name = spec["name"]
+        if not isinstance(class_name, str) or not class_name.strip():
+            raise ConfigError(f"{where}[{i}].name: expected a non-empty name, got {class_name!r}")
+        if class_name in names:
+            first = names.index(class_name)
+            raise ConfigError(
+                f"{where}[{i}]: class name '{class_name}' is listed twice (also [{first}])"
+            )
+        color = _parse_color(spec.get("color"), f"{where}[{i}].color")
+        color = color if color is not None else _default_color(i)
+        if color in palette:
+            other = names[palette.index(color)]
+            raise ConfigError(
+                f"{where}[{i}].color: {list(color)} is already the colour of class '{other}'; "
+                "masks could not tell the two apart"
+            )
+        raw = spec.get("id", i)
+        if not _is_int(raw) or raw < 0:
+            raise ConfigError(f"{where}[{i}].id: expected an integer >= 0, got {raw!r}")
+        if raw in raw_to_train:
+            other = names[raw_to_train[raw]]
+            raise ConfigError(f"{where}[{i}].id: {raw} is already the id of class '{other}'")
+        names.append(class_name)
+        palette.append(color)
+        raw_to_train[raw] = i
     return LabelSpace(name, tuple(names), palette, raw_to_train)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _as_mapping(entry: Any) -> dict[str, Any] | None:
+    if isinstance(entry, Mapping):
+        return dict(entry)
+    try:  # an OmegaConf DictConfig from options.classes
+        return dict(entry.items()) if hasattr(entry, "items") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse_color(color: Any, where: str) -> RGB | None:
+    """``[r, g, b]`` of integers in 0..255 (None: use the default colour)."""
+    if color is None:
+        return None
+    values = list(color) if isinstance(color, Sequence) and not isinstance(color, str) else None
+    if values is None or len(values) != 3 or not all(_is_int(c) and 0 <= c <= 255 for c in values):
+        raise ConfigError(f"{where}: expected [r, g, b] with integers in 0..255, got {color!r}")
+    r, g, b = (int(c) for c in values)
+    return r, g, b
 
 
 def _default_color(i: int) -> RGB:

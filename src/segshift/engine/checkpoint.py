@@ -4,11 +4,17 @@ A checkpoint is written to a temporary file in the same directory, flushed and f
 then renamed over the old one (``os.replace`` is atomic on POSIX). The previous checkpoint is kept
 as ``<name>.prev.pt``. Loading a corrupt ``latest`` falls back to the previous one with a warning.
 Weights for sharing are exported as safetensors plus a ``config.json``.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: only tensors, plain containers and
+numbers unpickle, plus the allow-list below (NumPy's RNG state in checkpoints written before it
+was stored as a tensor). A file carrying code (a pickled ``__reduce__``) is refused with a
+`CheckpointError` instead of running it.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import warnings
 from pathlib import Path
@@ -26,17 +32,58 @@ def previous_path(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (nested dicts of tensors and plain values) atomically with torch.save."""
+def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool = True) -> None:
+    """Write ``state`` (nested dicts of tensors and plain values) atomically with torch.save.
+
+    ``keep_previous``: move the existing file to ``<stem>.prev<suffix>`` first. The trainer turns
+    it off when it rewrites a checkpoint of the same step, so that ``.prev`` stays a distinct,
+    earlier state.
+    """
     path = Path(path)
-    atomic_write(path, lambda handle: torch.save(state, handle), keep_previous=previous_path(path))
+    previous = previous_path(path) if keep_previous else None
+    atomic_write(path, lambda handle: torch.save(state, handle), keep_previous=previous)
+
+
+def _safe_globals() -> list[Any]:
+    """Types besides tensors and plain values a segshift checkpoint may hold (NumPy's RNG state
+    in files written before it was stored as a tensor)."""
+    multiarray = getattr(np, "_core", None) or np.core
+    return [
+        multiarray.multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        type(np.dtype(np.uint32)),
+        multiarray.multiarray.scalar,
+        type(np.dtype(np.float64)),
+    ]
 
 
 def _load(path: Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in str(err) or "Unsupported" in str(err):
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain values (possibly code): "
+                f"refused, segshift loads checkpoints with weights_only=True ({first[:200]})"
+            ) from None
+        raise
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a segshift checkpoint")
     return state
+
+
+def non_finite_entries(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or infinity."""
+    return [
+        name
+        for name, value in state.items()
+        if torch.is_tensor(value)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
 
 
 def load_checkpoint(path: str | Path, fallback: bool = True) -> tuple[dict[str, Any], Path]:
@@ -53,6 +100,11 @@ def load_checkpoint(path: str | Path, fallback: bool = True) -> tuple[dict[str, 
             continue
         try:
             state = _load(candidate)
+        except CheckpointError as err:
+            if "weights_only" in str(err):  # unsafe, not corrupt: never fall back silently
+                raise
+            errors.append(str(err))
+            continue
         except Exception as err:  # noqa: BLE001 - any unreadable file is "corrupt" here
             errors.append(f"{candidate}: {type(err).__name__}: {err}")
             continue
@@ -77,9 +129,17 @@ def export_weights(directory: str | Path, model: torch.nn.Module, config: dict[s
 
 
 def capture_rng() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain values (weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(gauss),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -89,7 +149,11 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if torch.is_tensor(numpy_state[1]):
+        kind, keys, pos, has_gauss, gauss = numpy_state
+        numpy_state = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

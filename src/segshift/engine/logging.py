@@ -2,6 +2,10 @@
 
 On a terminal the progress is a tqdm bar; otherwise (CI, ``nohup``, a pipe) plain lines every
 ``log_every`` steps, so log files stay readable.
+
+A resumed run re-runs the steps after its checkpoint; :func:`drop_records_after` removes their
+earlier records from ``log.jsonl`` first (and TensorBoard purges them with ``purge_step``), so
+each step is logged once.
 """
 
 from __future__ import annotations
@@ -14,6 +18,33 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from segshift.fileio import atomic_write_bytes
+
+
+def drop_records_after(path: str | Path, step: int, *, evals_from: int | None = None) -> int:
+    """Rewrite ``log.jsonl`` without the records of steps after ``step`` (and without the eval
+    records of steps >= ``evals_from``, an evaluation that is to be re-run); return how many
+    records went. Lines that are not JSON (a line cut by a kill) go too."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            record_step = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+            dropped += 1
+            continue
+        rerun_eval = evals_from is not None and record.get("kind") == "eval"
+        if record_step > step or (rerun_eval and record_step >= evals_from):
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+    return dropped
 
 
 def _plain(value: Any) -> Any:
@@ -36,7 +67,9 @@ class RunLogger:
         start_step: int = 0,
         progress: str = "auto",
         tensorboard: bool = True,
+        purge_step: int | None = None,
     ) -> None:
+        """``purge_step``: TensorBoard hides the events at and after it (re-run steps)."""
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self._jsonl = None
@@ -50,7 +83,7 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step)
         use_bar = progress == "bar" or (progress == "auto" and sys.stderr.isatty())
         if use_bar:
             self._bar = tqdm(total=total_iters, initial=start_step, dynamic_ncols=True)

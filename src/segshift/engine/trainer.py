@@ -11,11 +11,22 @@ A run directory holds ``config.yaml`` (resolved), ``log.jsonl``, ``tb/``, ``chec
 (+ ``latest.prev.pt``), ``checkpoints/best.pt`` and ``export/`` (safetensors + config.json).
 Resume is exact: model, optimizers, schedulers, AMP scaler, EMA teachers (part of the method),
 RNG states, stream positions and the step all come back.
+
+Resuming with changed config values follows :data:`RESUME_RULES` (docs/CONTRACTS.md, "Resume
+rules"): a value is applied from the resumed step on (the learning-rate schedule re-derived from
+the new ``optim.lr`` / ``train.iters`` / ``schedule.*``), ignored (where the run is, how this
+invocation runs) or refused with a `ConfigError` naming the key, before anything is written.
+A run directory is locked while it trains (``.lock``); stale temp files of killed checkpoint
+writes are removed at start-up; a checkpoint is never written while the loss is non-finite or a
+weight is; the latest checkpoint is written before an evaluation, whose failure then loses
+nothing (the resumed run re-runs the evaluation first).
 """
 
 from __future__ import annotations
 
 import math
+import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -27,27 +38,106 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
 import segshift.methods  # noqa: F401  (registers the methods)
-from segshift.config import check_required, config_diff, save_config
+from segshift.config import check_required, save_config
 from segshift.data import build_dataset
 from segshift.data.samplers import build_rare_class_sampling
 from segshift.engine.checkpoint import (
     capture_rng,
     export_weights,
     load_checkpoint,
+    non_finite_entries,
     restore_rng,
     save_checkpoint,
 )
 from segshift.engine.loaders import Stream, collate, shard_indices
-from segshift.engine.logging import RunLogger
+from segshift.engine.logging import RunLogger, drop_records_after
 from segshift.engine.schedules import build_scheduler
 from segshift.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from segshift.evaluation import evaluate
+from segshift.fileio import DirectoryLock, remove_stale_temp_files
 from segshift.models import freeze_normalization
 from segshift.registry import METHODS
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name
+
+
+# What a value that differs from the checkpoint's config means on resume, by dotted key (first
+# matching pattern wins; a key no pattern names is refused). docs/CONTRACTS.md has the table.
+#   invocation: how this command runs, never stored with the run (config.yaml keeps null/true)
+#   location:   where the run is; the directory being resumed wins
+#   applied:    takes effect from the resumed step on (optimizer hyperparameters are overwritten
+#               and the learning-rate schedule is re-derived from the new values)
+#   refused:    the checkpoint's state would not mean the same thing; start a new run instead
+RESUME_RULES: tuple[tuple[str, str, str], ...] = (
+    (r"train\.(stop_at|progress|resume)", "invocation", ""),
+    (r"(name|output_dir)", "location", ""),
+    (r"train\.iters", "applied", "the learning-rate schedule is re-derived"),
+    (
+        r"train\.(eval_every|ckpt_every|log_every|max_nonfinite|deterministic|accelerator)",
+        "applied",
+        "",
+    ),
+    (r"optim\.(lr|head_lr_mult)", "applied", "the learning-rate schedule is re-derived"),
+    (r"optim\.(momentum|nesterov|weight_decay|betas|clip_grad_norm)", "applied", ""),
+    (r"schedule\..*", "applied", "the learning-rate schedule is re-derived"),
+    (r"eval(\..*)?", "applied", ""),
+    (r"data\.val(\..*)?", "applied", "the class names must stay the run's"),
+    (r"data\.num_workers", "applied", "stream positions do not depend on it"),
+    (r"data\.streams\.[^.]+\.root", "applied", "the same data, moved"),
+    (
+        r"model\.(encoder_weights|init_from|expected_weights)",
+        "applied",
+        "initial weights only: the checkpoint's weights are loaded over them",
+    ),
+    (
+        r"optim\.(name|official_param_repeats)",
+        "refused",
+        "the run's optimizer state belongs to its optimizer",
+    ),
+    (
+        r"(model|method)(\..*)?",
+        "refused",
+        "the checkpoint holds the weights and state of the run's model and method",
+    ),
+    (
+        r"(seed|data\.streams(\..*)?)",
+        "refused",
+        "the run's data order and augmentation are derived from it (exact resume)",
+    ),
+    (
+        r"train\.(precision|devices|num_nodes|strategy|sync_batchnorm)",
+        "refused",
+        "the run's scaler state and data sharding depend on it",
+    ),
+    (r".*", "refused", "not known to be safe to change in the middle of a run"),
+)
+
+
+def resume_rule(key: str) -> tuple[str, str]:
+    """(kind, reason) of :data:`RESUME_RULES` for a dotted config key."""
+    for pattern, kind, reason in RESUME_RULES:
+        if re.fullmatch(pattern, key):
+            return kind, reason
+    raise AssertionError("the last rule matches every key")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): node}
+
+
+def stored_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as a run stores it: without this invocation's stop point."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container["train"]["stop_at"] = None  # a stop point belongs to the command, not to the run
+    container["train"]["resume"] = True  # `--resume RUN_DIR` reads config.yaml back
+    return container
 
 
 def make_fabric(cfg: DictConfig) -> Fabric:
@@ -83,11 +173,30 @@ class Trainer:
     """Runs one training configuration in its run directory (see the module docstring)."""
 
     def __init__(
-        self, cfg: DictConfig, fabric: Fabric | None = None, evaluation_only: bool = False
+        self,
+        cfg: DictConfig,
+        fabric: Fabric | None = None,
+        evaluation_only: bool = False,
+        *,
+        run_dir: str | Path | None = None,
+        overwrite: bool = False,
     ) -> None:
-        """``evaluation_only``: the training streams' required values may stay unset."""
+        """``evaluation_only``: the training streams' required values may stay unset.
+
+        ``run_dir``: the run directory to train in, whatever ``output_dir`` / ``name`` say
+        (``segshift train --resume RUN_DIR``: a copied or moved run, or one resumed from another
+        working directory, trains where it is); ``cfg``'s ``output_dir`` and ``name`` are set
+        from it. ``overwrite``: with ``train.resume=false``, replace an existing run (its
+        checkpoints, log, TensorBoard events and export) instead of refusing to.
+        """
         check_required(cfg, skip=("data.streams.",) if evaluation_only else ())
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            cfg = cfg.copy()
+            cfg.output_dir = str(run_dir.parent)
+            cfg.name = run_dir.name
         self.cfg = cfg
+        self.overwrite = overwrite
         self.fabric = fabric or make_fabric(cfg)
         self.run_dir = run_dir_of(cfg)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -119,7 +228,13 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] = {"miou": -math.inf, "step": -1}
         self.nonfinite = 0
+        self._nonfinite_since = 0  # the first step (1-based) of the current non-finite streak
         self._stop_signal: signal.Signals | None = None
+        self._latest_step: int | None = None  # the step latest.pt holds, when it is readable
+        self._latest_eval_pending = False  # latest.pt was written before its step's evaluation
+        self._eval_pending: int | None = None  # a resumed step whose evaluation is owed
+        self._save_due = False  # a checkpoint postponed while the loss was non-finite
+        self._notes: list[str] = []  # resume notes, printed once the logger exists
 
     # ----------------------------------------------------------------- set-up
     def _label_space(self) -> Any:
@@ -212,7 +327,7 @@ class Trainer:
             "rng": capture_rng(),
             "best": dict(self.best),
             "nonfinite": self.nonfinite,
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "config": stored_config(self.cfg),
             "label_space": self.label_space_info(),
         }
 
@@ -224,30 +339,147 @@ class Trainer:
             "palette": [list(c) for c in space.palette],
         }
 
-    def save(self, name: str = "latest") -> None:
+    def _check_finite_weights(self, what: str) -> None:
+        bad = non_finite_entries(self.method.state_dict())
+        if bad:
+            raise TrainingError(
+                f"the weights hold non-finite values after step {self.step} ({', '.join(bad[:5])}"
+                f"{', ...' if len(bad) > 5 else ''}): training diverged; not writing {what}. "
+                f"{self._last_good()}"
+            )
+
+    def _last_good(self) -> str:
+        if self._latest_step is None:
+            return f"No checkpoint of this run was written yet (in {self.ckpt_dir})."
+        return (
+            f"The last checkpoint, {self.ckpt_dir / 'latest.pt'}, holds step {self._latest_step}, "
+            "written while the loss and the weights were finite."
+        )
+
+    def save(self, name: str = "latest", eval_pending: bool = False) -> bool:
+        """Write ``checkpoints/<name>.pt``; return False when postponed (the loss is non-finite).
+
+        The previous ``latest`` becomes ``latest.prev`` only when it holds another step, so a
+        rewrite of the same step (after its evaluation, on a signal) keeps ``.prev`` distinct.
+        ``eval_pending``: the checkpoint is written before this step's evaluation; a run resumed
+        from it evaluates first.
+        """
+        if self.nonfinite:
+            self._save_due = True
+            return False
+        self._check_finite_weights(f"checkpoints/{name}.pt")
+        state = self.state_dict()
+        state["eval_pending"] = self.step if eval_pending else None
+        rotate = name != "latest" or (
+            self._latest_step is not None and self._latest_step != self.step
+        )
         if self.fabric.global_rank == 0:
-            save_checkpoint(self.ckpt_dir / f"{name}.pt", self.state_dict())
+            save_checkpoint(self.ckpt_dir / f"{name}.pt", state, keep_previous=rotate)
+        if name == "latest":
+            self._latest_step, self._latest_eval_pending = self.step, eval_pending
+            self._save_due = False
         self.fabric.barrier()
+        return True
+
+    def _check_resumed_config(self, old: dict[str, Any], origin: Path, step: int) -> list[str]:
+        """Apply :data:`RESUME_RULES` to the checkpoint's config; return notes on what applies."""
+        current = _flatten(stored_config(self.cfg))
+        saved = _flatten(old)
+        notes, refused = [], []
+        for key in sorted(saved.keys() | current.keys()):
+            if saved.get(key) == current.get(key):
+                continue
+            kind, reason = resume_rule(key)
+            if key not in saved and kind == "refused":  # a key newer than the run: its default
+                notes.append(f"{key} (not in the run's config) = {current[key]!r}")
+                continue
+            change = f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+            if kind == "refused":
+                refused.append(f"{change} ({reason})")
+            elif kind == "applied":
+                notes.append(change + (f" ({reason})" if reason else ""))
+        if refused:
+            raise ConfigError(
+                f"cannot resume {self.run_dir} (checkpoint {origin}, step {step}) with a changed "
+                f"{'; '.join(refused)}. Resume without changing it, or start a new run: another "
+                "name=... or output_dir=..., or train.resume=false with --overwrite to replace "
+                "this one"
+            )
+        if self.cfg.train.iters < step:
+            raise ConfigError(
+                f"train.iters={self.cfg.train.iters} is below the step {self.run_dir} is at "
+                f"({step}): give train.iters >= {step}, or start a new run"
+            )
+        return notes
 
     def resume(self, path: Path | None = None) -> bool:
-        """Restore the whole training state from ``path`` or the run's latest checkpoint."""
+        """Restore the whole training state from ``path`` or the run's latest checkpoint.
+
+        Values that differ from the checkpoint's config follow :data:`RESUME_RULES`: refused
+        ones raise a `ConfigError` before any state is restored; applied optimizer and schedule
+        values replace the checkpoint's from this step on.
+        """
         self.setup_training()
-        path = path or self.ckpt_dir / "latest.pt"
+        latest = self.ckpt_dir / "latest.pt"
+        path = Path(path) if path is not None else latest
         if not path.exists() and not (path.with_name(path.stem + ".prev.pt")).exists():
             return False
         state, origin = load_checkpoint(path)
         load_method_state(self.method, state["method"], origin)
+        step = int(state["step"])
+        saved_names = state.get("label_space", {}).get("class_names")
+        if saved_names is not None and list(saved_names) != list(self.label_space.class_names):
+            raise ConfigError(
+                f"cannot resume {self.run_dir}: its classes are {list(saved_names)}, the "
+                f"configured data's are {list(self.label_space.class_names)} (data.val)"
+            )
+        notes = self._check_resumed_config(state.get("config", {}), origin, step)
+        # this run's optimizer hyperparameters (fresh from the config) replace the checkpoint's
+        fresh = {
+            name: [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+            for name, opt in self.optimizers.items()
+        }
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            if name not in state["optimizers"]:
+                raise ConfigError(
+                    f"cannot resume {self.run_dir}: the method's optimizer '{name}' is not in "
+                    f"{origin} (optimizers there: {', '.join(state['optimizers'])})"
+                )
+            try:
+                opt.load_state_dict(state["optimizers"][name])
+            except (ValueError, KeyError) as err:
+                raise ConfigError(
+                    f"cannot resume {self.run_dir}: the optimizer state in {origin} does not fit "
+                    f"this run's '{name}' optimizer ({err}); start a new run"
+                ) from None
+            for group, values in zip(opt.param_groups, fresh[name], strict=True):
+                group.update(values)
         for name, sched in self.schedulers.items():
-            sched.load_state_dict(state["schedulers"][name])
+            # only the position: the factor function and the base rates are this config's
+            old = state["schedulers"][name]
+            sched.last_epoch = int(old["last_epoch"])
+            sched._step_count = int(old.get("_step_count", sched.last_epoch + 1))
+            rates = [
+                base * factor(sched.last_epoch)
+                for base, factor in zip(sched.base_lrs, sched.lr_lambdas, strict=True)
+            ]
+            for group, rate in zip(sched.optimizer.param_groups, rates, strict=True):
+                group["lr"] = rate
+            sched._last_lr = rates
         self.fabric.strategy.precision.load_state_dict(state["precision"])
         for name, stream in self.streams.items():
             stream.load_state_dict(state["streams"][name])
         restore_rng(state["rng"])
-        self.step = int(state["step"])
+        self.step = step
         self.best = state["best"]
         self.nonfinite = int(state.get("nonfinite", 0))
+        # a checkpoint read from latest.prev leaves latest.pt unreadable: overwrite it, and keep
+        # the readable .prev, at the next save
+        self._latest_step = step if origin == latest else None
+        pending = state.get("eval_pending")
+        self._eval_pending = int(pending) if pending is not None else None
+        self._latest_eval_pending = self._eval_pending is not None
+        self._notes += [f"resuming with a changed {note}" for note in notes]
         return True
 
     # ------------------------------------------------------------------ loop
@@ -283,12 +515,16 @@ class Trainer:
             self.method.after_step(self.step)
         else:
             self.nonfinite += 1
+            if self.nonfinite == 1:
+                self._nonfinite_since = self.step + 1  # steps are counted from 1, as logged
             if self.nonfinite >= self.cfg.train.max_nonfinite:
                 names = [n for b in batch.values() for n in b.get("name", [])]
+                first, last = self._nonfinite_since, self.step + 1
+                span = f"step {last}" if first == last else f"steps {first} to {last}"
                 raise TrainingError(
                     f"the loss was non-finite ({loss.item()}) for {self.nonfinite} consecutive "
-                    f"steps, the last at step {self.step} on batch {names}; stopped without "
-                    f"writing a checkpoint (the last good one is in {self.ckpt_dir})"
+                    f"steps: {span}, the last on batch {names}; stopped without writing a "
+                    f"checkpoint. {self._last_good()}"
                 )
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
@@ -297,28 +533,93 @@ class Trainer:
         self.step += 1
         return {k: v.detach() if torch.is_tensor(v) else v for k, v in out.items()}
 
+    def _existing_run(self) -> bool:
+        names = ("latest.pt", "latest.prev.pt", "best.pt")
+        return (
+            any((self.ckpt_dir / n).exists() for n in names)
+            or (self.run_dir / "log.jsonl").exists()
+        )
+
+    def _start_over(self) -> None:
+        """``overwrite``: remove what a previous run wrote (its data cache rcs/ stays)."""
+        for name in ("checkpoints", "tb", "export"):
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+        for name in ("log.jsonl", "config.yaml"):
+            (self.run_dir / name).unlink(missing_ok=True)
+
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.iters`` (resuming if a checkpoint exists); return the last metrics."""
+        """Train to ``train.iters`` (resuming if a checkpoint exists); return the last metrics.
+
+        Holds the run directory's lock throughout (rank 0); see the module docstring.
+        """
+        lock = DirectoryLock(self.run_dir) if self.fabric.global_rank == 0 else None
+        if lock is not None:
+            taken_over = lock.acquire()
+            if taken_over:
+                self._notes.append(taken_over)
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.setup_training()
-        resumed = cfg.train.resume and self.resume()
         is_main = self.fabric.global_rank == 0
+        if is_main:  # under the lock: no other process can be writing these
+            dirs = (self.run_dir, self.ckpt_dir, self.run_dir / "export", self.run_dir / "eval")
+            removed = remove_stale_temp_files(*dirs)
+            if removed:
+                self._notes.append(
+                    f"removed {len(removed)} temp file(s) of interrupted writes: "
+                    + ", ".join(p.name for p in removed[:3])
+                    + (", ..." if len(removed) > 3 else "")
+                )
+        if self._existing_run() and (self.overwrite or not cfg.train.resume):
+            if not self.overwrite:
+                raise ConfigError(
+                    f"{self.run_dir} already holds a run and train.resume=false would overwrite "
+                    "it: resume it (leave train.resume at true), train into another directory "
+                    "(name=... / output_dir=...), or pass --overwrite to start it over"
+                )
+            self.fabric.barrier()  # every rank has looked before rank 0 removes
+            if is_main:
+                self._start_over()
+                self._notes.append(f"--overwrite: removed the previous run in {self.run_dir}")
+            self.fabric.barrier()
+        self.setup_training()
+        had_log = (self.run_dir / "log.jsonl").exists()
+        resumed = cfg.train.resume and not self.overwrite and self.resume()
+        # only now, with the resume accepted, does this invocation write anything
         saved = self.run_dir / "config.yaml"
-        changed = config_diff(OmegaConf.load(saved), cfg) if resumed and saved.is_file() else []
         if is_main:
-            save_config(cfg, saved)
+            dropped = drop_records_after(
+                self.run_dir / "log.jsonl", self.step, evals_from=self._eval_pending
+            )
+            if dropped:
+                self._notes.append(
+                    f"dropped {dropped} record(s) of steps after {self.step} from log.jsonl "
+                    "(they are re-run)"
+                )
+            save_config(OmegaConf.create(stored_config(cfg)), saved)
         logger = RunLogger(
             self.run_dir,
             enabled=is_main,
             total_iters=cfg.train.iters,
             start_step=self.step,
             progress=cfg.train.progress,
+            purge_step=self.step + 1 if had_log else None,
         )
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         if resumed:
             logger.message(f"resumed {self.run_dir} at step {self.step}")
+        elif cfg.train.resume and had_log:
+            logger.message(f"no checkpoint in {self.ckpt_dir} yet: starting from step 0")
+        for note in self._notes:
+            logger.message(f"note: {note}")
+        self._notes = []
         norm = self.normalization
         logger.message(
             f"input normalisation: {norm.preset} ({norm.channel_order.upper()}, x{norm.scale:g}, "
@@ -340,14 +641,13 @@ class Trainer:
                 "random weights will not reach the published number. Pass "
                 "model.encoder_weights=PATH to the downloaded file."
             )
-        if changed:
-            logger.message(
-                f"note: the config differs from the one this run started with in: "
-                f"{', '.join(changed)}"
-            )
         metrics: dict[str, Any] = {}
         try:
             self.module.train()
+            if self._eval_pending is not None and self._eval_pending == self.step:
+                if cfg.train.eval_every:  # the evaluation the checkpoint was written before
+                    metrics = self._evaluate_step(logger)
+                self._eval_pending = None
             tick = time.perf_counter()
             while self.step < cfg.train.iters:
                 values = self.train_step()
@@ -360,32 +660,46 @@ class Trainer:
                     values.update(lr=lr, sec_per_step=elapsed / cfg.train.log_every)
                     logger.log(step, values)
                     tick = time.perf_counter()
-                if cfg.train.eval_every and (
+                eval_due = bool(cfg.train.eval_every) and (
                     step % cfg.train.eval_every == 0 or step == cfg.train.iters
-                ):
-                    metrics = self.evaluate()
-                    self._track_best(metrics, logger)
+                )
                 stop_here = cfg.train.stop_at is not None and step >= cfg.train.stop_at
-                if step % cfg.train.ckpt_every == 0 or step == cfg.train.iters or stop_here:
-                    self.save("latest")
+                ckpt_due = (
+                    step % cfg.train.ckpt_every == 0
+                    or step == cfg.train.iters
+                    or stop_here
+                    or self._save_due
+                )
+                # saved before evaluating: an evaluation error then loses no training
+                if ckpt_due and not self.save("latest", eval_pending=eval_due):
+                    logger.message(f"checkpoint of step {step} postponed: the loss is non-finite")
+                if eval_due:
+                    metrics = self._evaluate_step(logger)
                 if stop_here:
+                    self._settle()
                     logger.message(f"stopped at step {step} (train.stop_at); resume to go on")
                     return metrics
                 if self._stop_requested():
-                    self.save("latest")
+                    written = self._settle()
                     received = self._stop_signal or signal.SIGTERM  # or another rank's
+                    where = (
+                        f"checkpoint written to {self.ckpt_dir / 'latest.pt'}"
+                        if written
+                        else f"no checkpoint written (the loss is non-finite). {self._last_good()}"
+                    )
                     raise TrainingInterrupted(
-                        f"stopped by {received.name} at step {step}; checkpoint written to "
-                        f"{self.ckpt_dir / 'latest.pt'}. Run the same command again (or "
-                        f"`segshift train --resume {self.run_dir}`) to go on.",
+                        f"stopped by {received.name} at step {step}; {where}. Run the same "
+                        f"command again (or `segshift train --resume {self.run_dir}`) to go on.",
                         signum=int(received),
                     )
+            self._settle()
             if is_main:
+                self._check_finite_weights("the export")
                 export_weights(
                     self.run_dir / "export",
                     self.method.eval_model(),
                     {
-                        "config": OmegaConf.to_container(cfg, resolve=True),
+                        "config": stored_config(cfg),
                         "label_space": self.label_space_info(),
                         "step": self.step,
                     },
@@ -396,12 +710,39 @@ class Trainer:
             logger.close()
         return metrics
 
+    def _settle(self) -> bool:
+        """Make latest.pt hold this step with its evaluation done (no rotation when it already
+        holds this step); return whether latest.pt holds this step."""
+        if self._latest_step == self.step and not self._latest_eval_pending:
+            return True
+        return self.save("latest")
+
+    def _evaluate_step(self, logger: RunLogger) -> dict[str, Any]:
+        """Evaluate and track the best; on an error, make sure this step's state is saved."""
+        try:
+            metrics = self.evaluate()
+        except BaseException:
+            if self.fabric.world_size == 1 and self._latest_step != self.step:
+                self.save("latest", eval_pending=True)
+            if self._latest_step == self.step:
+                logger.message(
+                    f"evaluation at step {self.step} failed; the training state is saved in "
+                    f"{self.ckpt_dir / 'latest.pt'}: fix the cause and resume (the evaluation "
+                    "runs first)"
+                )
+            raise
+        self._track_best(metrics, logger)
+        return metrics
+
     def _track_best(self, metrics: dict[str, Any], logger: RunLogger) -> None:
-        scalars = {k: v for k, v in metrics.items() if isinstance(v, float | int)}
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, float | int)}
         logger.log(self.step, scalars, kind="eval")
         miou = metrics.get("miou", float("nan"))
         if isinstance(miou, float) and miou > self.best["miou"]:
-            self.best = {"miou": miou, "step": self.step}
+            if non_finite_entries(self.method.state_dict()):
+                logger.message(f"best.pt not updated at step {self.step}: non-finite weights")
+                return
+            self.best = {"miou": float(miou), "step": self.step}
             if self.fabric.global_rank == 0:
                 save_checkpoint(
                     self.ckpt_dir / "best.pt",
@@ -409,7 +750,7 @@ class Trainer:
                         "step": self.step,
                         "method": self.method.state_dict(),
                         "metrics": scalars,
-                        "config": OmegaConf.to_container(self.cfg, resolve=True),
+                        "config": stored_config(self.cfg),
                         "label_space": self.label_space_info(),
                     },
                 )

@@ -125,3 +125,31 @@ def test_predict_from_shared_export_matches_run(trained, tmp_path) -> None:
     assert main(["predict", images, "--checkpoint", export, "--out", str(from_export)]) == 0
     for mask in from_run.glob("*_color.png"):
         assert mask.read_bytes() == (from_export / mask.name).read_bytes()
+
+
+def test_resume_of_a_copied_run_trains_in_the_copy(trained, tmp_path) -> None:
+    import shutil
+
+    run, _ = trained
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and ".lock" not in p.name}
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert main(["train", "--resume", str(copy), "train.iters=3", "train.eval_every=3"]) == 0
+    steps = [json.loads(r)["step"] for r in (copy / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 3
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and ".lock" not in p.name}
+    assert after == before  # the original run is untouched
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+
+
+def test_restart_needs_overwrite(trained, tmp_path, capsys) -> None:
+    import shutil
+
+    run, data = trained
+    copy = tmp_path / "again"
+    shutil.copytree(run, copy / "cli")
+    args = ["train", "demo/source_only", f"data.streams.labeled.root={data}"]
+    args += [f"data.val.root={data}", f"output_dir={copy}", *TINY, "train.resume=false"]
+    assert main(args) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0

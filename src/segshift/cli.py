@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="YAML file or packaged config name")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.iters=100")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with train.resume=false: replace the run already in the run directory",
+    )
 
     ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
     ev.add_argument("target", help="run directory, checkpoint file, or config (with --checkpoint)")
@@ -244,15 +249,19 @@ def _train(args: argparse.Namespace) -> None:
     from segshift.config import load_config
     from segshift.engine.trainer import Trainer
 
+    run_dir = None
     if args.resume:
-        config = Path(args.resume) / "config.yaml"
+        run_dir = Path(args.resume)
+        config = run_dir / "config.yaml"
+        if not config.is_file():
+            raise SegshiftError(f"{run_dir} is not a run directory: no config.yaml in it")
         overrides = ([args.config] if args.config else []) + args.overrides
         cfg = load_config(config, overrides)
     elif args.config:
         cfg = load_config(args.config, args.overrides)
     else:
         raise SegshiftError("train needs a CONFIG or --resume RUN_DIR")
-    metrics = Trainer(cfg).fit()
+    metrics = Trainer(cfg, run_dir=run_dir, overwrite=args.overwrite).fit()
     if "miou" in metrics:
         print(f"final mIoU: {100 * metrics['miou']:.2f}")
 
@@ -282,7 +291,7 @@ def _eval(args: argparse.Namespace) -> None:
         raise SegshiftError("nothing to evaluate on: set data.val (e.g. data.val.root=...)")
     drop_pretrained_weights(cfg.model)  # the checkpoint holds the trained weights
     trainer = Trainer(cfg, evaluation_only=True)
-    load_eval_weights(trainer.method, state, origin)
+    load_eval_weights(trainer.method, state, origin, class_names=trainer.label_space.class_names)
     result = trainer.evaluate(progress=sys.stderr.isatty())
     if trainer.fabric.global_rank != 0:
         return

@@ -298,7 +298,14 @@ class TrainConfig:
     max_nonfinite: int = checked(3, check=at_least(0))
     deterministic: bool = False
     resume: bool = True
-    progress: str = checked("auto", check=one_of("auto", "bar", "plain"))
+    # off/none/false (YAML reads off and no as False) mean plain lines, as plain does
+    progress: str = checked(
+        "auto",
+        check=Check(
+            lambda v: str(v).lower() in ("auto", "bar", "plain", "off", "none", "false"),
+            "auto, bar or plain (off: plain lines)",
+        ),
+    )
 
 
 @dataclass

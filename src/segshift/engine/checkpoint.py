@@ -63,13 +63,14 @@ def _load(path: Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_safe_globals()):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "Weights only load failed" in str(err) or "Unsupported" in str(err):
-            raise CheckpointError(
-                f"{path} holds objects other than tensors and plain values (possibly code): "
-                f"refused, segshift loads checkpoints with weights_only=True ({first[:200]})"
-            ) from None
-        raise
+        # a well-formed pickle naming a callable that is not allow-listed: code, not corruption
+        culprit = [line for line in str(err).splitlines() if "GLOBAL" in line.upper()]
+        if not culprit:
+            raise
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values, possibly code: refused "
+            f"(segshift loads checkpoints with weights_only=True; {culprit[0].strip()})"
+        ) from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a segshift checkpoint")
     return state
@@ -101,7 +102,7 @@ def load_checkpoint(path: str | Path, fallback: bool = True) -> tuple[dict[str, 
         try:
             state = _load(candidate)
         except CheckpointError as err:
-            if "weights_only" in str(err):  # unsafe, not corrupt: never fall back silently
+            if "weights_only=True" in str(err):  # unsafe, not corrupt: never fall back silently
                 raise
             errors.append(str(err))
             continue

@@ -34,8 +34,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
             raise
         sizes = ", ".join(f"{s['name']}: {tuple(s['image'].shape[-2:])}" for s in samples)
         raise DataError(
-            f"the images of one batch differ in size ({sizes}); set the dataset's resize or "
-            "crop_size, or batch_size: 1"
+            f"the images of one batch differ in size ({sizes}); set the dataset's resize "
+            "(validation does not crop; training streams may also use crop_size), or batch_size: 1"
         ) from None
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,39 @@ def read_eval_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
     return load_checkpoint(path)
 
 
-def load_eval_weights(method: Any, state: dict[str, Any], origin: Path) -> None:
-    """Load what `read_eval_checkpoint` returned: official weights go into ``eval_model()``."""
+def class_names_warning(
+    state: dict[str, Any], origin: Path, class_names: Sequence[str]
+) -> str | None:
+    """A warning when a checkpoint was trained on other class names than the configured ones.
+
+    The weights of a checkpoint with as many classes load without error, so ``eval CONFIG
+    --checkpoint`` would score class ``k`` of the model as class ``k`` of the data whatever they
+    are called. None when the names agree or the checkpoint stores none (official weights).
+    """
+    saved = (state.get("label_space") or {}).get("class_names")
+    if saved is None or list(saved) == list(class_names):
+        return None
+    return (
+        f"warning: {origin} was trained on the classes {list(saved)}, the config's data has "
+        f"{list(class_names)}: the scores compare class k of one with class k of the other"
+    )
+
+
+def load_eval_weights(
+    method: Any,
+    state: dict[str, Any],
+    origin: Path,
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """Load what `read_eval_checkpoint` returned: official weights go into ``eval_model()``.
+
+    ``class_names``: the configured data's classes; other names in the checkpoint print a
+    warning naming both lists to stderr (see `class_names_warning`).
+    """
+    if class_names is not None:
+        warning = class_names_warning(state, origin, class_names)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     if "official" in state:
         load_official_deeplabv2(method.eval_model(), state["official"], str(origin))
     else:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from segshift.errors import SegshiftError
 from segshift.evaluation.confusion import ConfusionMatrix
 from segshift.evaluation.inference import predict
 
@@ -55,7 +56,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        bar = tqdm(loader, desc="evaluate", disable=not progress, leave=False)
+        for batch in _batches(bar):
             label = batch["label"].to(device)
             probs = predict(
                 model,
@@ -74,3 +76,28 @@ def evaluate(
     if all_reduce is not None:
         matrix.all_reduce(all_reduce)
     return {**matrix.compute(subset), "confusion_matrix": matrix.matrix.cpu()}
+
+
+def _batches(loader: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[Mapping[str, torch.Tensor]]:
+    """The loader's batches; an error from a loader worker keeps its one-line message."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except SegshiftError as err:
+            raise type(err)(worker_error_message(str(err))) from None
+        yield batch
+
+
+def worker_error_message(text: str) -> str:
+    """The message of an error raised in a DataLoader worker, without PyTorch's wrapping.
+
+    PyTorch re-raises it in the main process as "Caught X in DataLoader worker process N.
+    Original Traceback ... module.X: message"; the message names the file, the frames do not help.
+    """
+    if not text.startswith("Caught "):
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last

@@ -43,9 +43,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from segshift.config import (
     DatasetConfig,
+    at_least,
+    checked,
     config_diff,
     load_config,
     merge_into_schema,
+    one_of,
     read_yaml,
     resolve_config_path,
 )
@@ -97,7 +100,8 @@ class StudentStage(RunStage):
     """The student: its config, the stream that reads the pseudo-labels, the per-round mix."""
 
     stream: str = "target"
-    init: str = "teacher"  # teacher (the previous round's model) | scratch
+    # teacher: start from the previous round's model; scratch: from the config's init
+    init: str = checked("teacher", check=one_of("teacher", "scratch"))
     real_share: list[float] = field(default_factory=list)  # per round; last repeats; [] = config's
 
 
@@ -106,7 +110,7 @@ class PipelineSpec:
     teacher: RunStage = field(default_factory=RunStage)
     pseudo_label: PseudoLabelStage = field(default_factory=PseudoLabelStage)
     student: StudentStage = field(default_factory=StudentStage)
-    rounds: int = 2
+    rounds: int = checked(2, check=at_least(0))
     baselines: dict[str, RunStage] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)  # applied to every training stage
 
@@ -115,7 +119,7 @@ class PipelineSpec:
 class PipelineConfig:
     name: str = "pipeline"
     output_dir: str = "runs/pipeline"
-    seed: int = 0
+    seed: int = checked(0, check=at_least(0))
     pipeline: PipelineSpec = field(default_factory=PipelineSpec)
 
 
@@ -130,12 +134,6 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     layers = [data, OmegaConf.from_dotlist(mine)] if mine else [data]
     cfg = merge_into_schema(PipelineConfig(), *layers, origin=str(file))
     cfg.pipeline.overrides = [*cfg.pipeline.overrides, *stages]
-    if cfg.pipeline.rounds < 0:
-        raise ConfigError(f"pipeline.rounds must be >= 0, got {cfg.pipeline.rounds}")
-    if cfg.pipeline.student.init not in ("teacher", "scratch"):
-        raise ConfigError(
-            f"pipeline.student.init: '{cfg.pipeline.student.init}' is not teacher|scratch"
-        )
     return cfg
 
 

@@ -21,6 +21,14 @@ class TrainingError(SegshiftError, RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite)."""
 
 
+class WriteError(SegshiftError, OSError):
+    """A file could not be written (disk full, permissions); names the file. Files written
+    before stay intact (writes are atomic). Still an ``OSError`` for callers that catch those."""
+
+    def __str__(self) -> str:
+        return str(self.strerror if self.strerror else super().__str__())
+
+
 class TrainingInterrupted(SegshiftError):
     """A signal asked training to stop; a checkpoint was written first.
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from segshift.errors import TrainingError
+from segshift.errors import TrainingError, WriteError
 
 
 class RunLockedError(TrainingError):
@@ -83,7 +83,10 @@ def atomic_write(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     try:
         os.fchmod(fd, new_file_mode())  # mkstemp creates 0600; respect the user's umask
         with os.fdopen(fd, "wb") as handle:
@@ -96,6 +99,14 @@ def atomic_write(
         os.replace(tmp, path)
         if durable:
             fsync_dir(path.parent)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, WriteError):
+            raise
+        reason = err.strerror or str(err)
+        raise WriteError(
+            err.errno, f"cannot write {path}: {reason} (what was written before is intact)"
+        ) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -63,3 +63,39 @@ def test_export_weights(tmp_path) -> None:
     tensors = load_file(str(tmp_path / "export" / "model.safetensors"))
     assert torch.equal(tensors["weight"], model.weight.detach())
     assert json.loads((tmp_path / "export" / "config.json").read_text()) == {"arch": "conv"}
+
+
+def test_disk_full_is_one_clear_error_and_keeps_the_old_file(tmp_path) -> None:
+    import errno
+
+    from segshift.errors import WriteError
+    from segshift.fileio import atomic_write, atomic_write_bytes
+
+    target = atomic_write_bytes(tmp_path / "metrics.json", b"old")
+
+    def full(handle):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(WriteError, match=r"^cannot write .*metrics.json: No space left on device"):
+        atomic_write(target, full)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left
+
+
+def test_disk_full_during_training_exits_with_one_line(tiny_folder, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import segshift.fileio as fileio
+    from segshift.cli import main
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fsync", full)
+    args = ["train", "demo/source_only", f"data.streams.labeled.root={tiny_folder}"]
+    args += [f"data.val.root={tiny_folder}", f"output_dir={tmp_path}", "data.num_workers=0"]
+    args += ["data.streams.labeled.crop_size=[32,32]", "train.iters=2", "train.progress=plain"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0] and "No space left on device" in err[0]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segshift.errors import DataError
+from segshift.errors import DataError, WriteError
 from segshift.fileio import atomic_write_bytes
 
 
@@ -91,6 +91,7 @@ def save_prediction(
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             written.append(atomic_write_bytes(path, buffer.getvalue()))
-        except OSError as exc:
-            raise DataError(f"cannot write {path}: {exc}") from exc
+        except OSError as exc:  # a WriteError names the file already
+            message = str(exc) if isinstance(exc, WriteError) else f"cannot write {path}: {exc}"
+            raise DataError(message) from exc
     return written[0], written[1]

@@ -426,7 +426,7 @@ def test_random_kill_9_then_resume_is_bitwise_exact(tiny_folder, tmp_path) -> No
     rng = random.Random(11)
     log = tmp_path / "b" / "k" / "log.jsonl"
     kills = 0
-    for _ in range(2):
+    for _ in range(1):  # one kill keeps the suite fast; the crash-safety tests cover more
         proc = subprocess.Popen(args(tmp_path / "b"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
         seen = log.read_text().count("\n") if log.exists() else 0

@@ -73,6 +73,7 @@ def main() -> None:
     write_result(name, f"Synthetic-teacher loop, synthcity sim -> {args.target}", body)
     for suffix in ("csv", "png"):
         shutil.copyfile(run_dir / f"summary.{suffix}", RESULTS / f"{name}.{suffix}")
+    shutil.copyfile(run_dir / "pseudo_1" / "examples.png", RESULTS / f"{name}_pseudo_1.png")
 
 
 if __name__ == "__main__":

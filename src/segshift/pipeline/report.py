@@ -120,6 +120,7 @@ def _plot(path: Path, results: dict[str, dict[str, Any]], title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     if rounds:
         ax.plot(rounds, mious, "o-", label="model (0 = teacher)")
+        ax.set_xticks(sorted(set(rounds) | set(pseudo_rounds)))
     if pseudo_rounds:
         ax.plot(pseudo_rounds, pseudo_mious, "s--", label="pseudo-labels (kept pixels)")
     for stage, result in results.items():

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from benchmarks.common import RESULTS, write_result
-from benchmarks.uda_synthcity import CAMVID
+from benchmarks.uda_synthcity import CAMVID, CAMVID_TARGET
 from segshift.pipeline.demo import generate_demo_data
 from segshift.pipeline.loop import run_pipeline
 
@@ -34,15 +34,7 @@ def overrides_for(target: str, roots: dict[str, Path], out: Path) -> list[str]:
             f"pipeline.pseudo_label.labels={{name: folder, root: {roots['photo_train']}}}",
         ]
     return common + [
-        "data.streams.target.name=camvid",
-        f"data.streams.target.root={CAMVID}",
-        "data.streams.target.split=train",
-        "data.streams.target.resize=[144,192]",
-        "data.val.name=camvid",
-        f"data.val.root={CAMVID}",
-        "data.val.split=val",
-        "data.val.resize=[144,192]",
-        "data.val.batch_size=8",
+        *CAMVID_TARGET,
         f"pipeline.pseudo_label.labels={{name: camvid, root: {CAMVID}, split: train}}",
     ]
 

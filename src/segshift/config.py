@@ -161,6 +161,9 @@ class DatasetConfig:
     n_labeled: int | None = checked(None, check=at_least(1, optional=True))
     split_file: str | None = None
     subset_seed: int = checked(0, check=at_least(0))
+    # Keep the samples *not* in the n_labeled subset: the unlabeled rest of a semi-supervised
+    # split (the same n_labeled and subset_seed as the labeled stream give disjoint halves).
+    complement: bool = False
     batch_size: int = checked(8, check=at_least(1))
     resize: list[int] | None = checked(None, check=size_pair())
     crop_size: list[int] | None = checked(None, check=size_pair())

@@ -65,7 +65,7 @@ def test_build_from_omegaconf_eval_keeps_label_resolution(make_folder, tiny):
 
 def test_unknown_option_and_name_are_config_errors(make_camvid):
     root = str(make_camvid())
-    with pytest.raises(ConfigError, match=r"\['colour'\].*camvid.*complement"):
+    with pytest.raises(ConfigError, match=r"\['colour'\].*camvid.*known"):
         build_dataset(Cfg(root=root, options={"colour": 1}), train=False)
     with pytest.raises(ConfigError, match="did you mean 'camvid'"):
         build_dataset(Cfg(name="camvd", root=root), train=False)
@@ -79,8 +79,10 @@ def test_n_labeled_subsets_are_deterministic_nested_and_complementary(make_camvi
     assert four == names(n_labeled=4, subset_seed=3) == sorted(four)
     assert set(names(n_labeled=2, subset_seed=3)) <= set(four)
     assert four != names(n_labeled=4, subset_seed=4)
-    rest = names(n_labeled=4, subset_seed=3, options={"complement": True})
+    rest = names(n_labeled=4, subset_seed=3, complement=True)
     assert len(rest) == 6 and not set(rest) & set(four)
+    with pytest.raises(ConfigError, match="complement: true .* needs n_labeled"):
+        names(complement=True)
 
 
 def test_split_file_then_subset(make_camvid, tmp_path):

@@ -10,6 +10,7 @@ import torch
 
 from segshift.errors import ConfigError
 from segshift.models import DISCRIMINATORS, MODELS, build_model
+from segshift.models.parts import channel_dropout
 
 NUM_CLASSES = 5
 SEGMENTATION_MODELS = [name for name in MODELS.names() if name not in DISCRIMINATORS]
@@ -47,6 +48,49 @@ def test_forward_backward(arch: str) -> None:
         if param.requires_grad:
             assert param.grad is not None, f"{name} gets no gradient"
             assert torch.isfinite(param.grad).all(), name
+
+
+@pytest.mark.parametrize("arch", SEGMENTATION_MODELS)
+def test_model_in_parts(arch: str) -> None:
+    """forward(x, perturb, return_feat): the perturbation reaches the decoder, "feat" is the head's
+    input with .feat_channels channels, and every trainable parameter still gets a gradient."""
+    torch.manual_seed(0)
+    model = build_model(model_config(arch), NUM_CLASSES).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(x)
+        parts = model(x, perturb=lambda features: features, return_feat=True)
+        both = model(x, perturb=channel_dropout(0.5, keep_clean=True))
+    assert set(parts) == set(plain) | {"feat"}
+    torch.testing.assert_close(parts["out"], plain["out"])
+    assert parts["feat"].shape[:2] == (2, model.feat_channels)
+    assert both["out"].shape[0] == 4  # [clean; dropped out] decoded in one pass
+    clean, dropped = both["out"].chunk(2)
+    torch.testing.assert_close(clean, plain["out"])
+    assert (dropped - clean).abs().max() > 1e-3
+
+    seen = []
+    model.train()
+    out = model(
+        x, perturb=lambda features: seen.append(len(features)) or features, return_feat=True
+    )
+    assert seen and seen[0] >= 2  # the stage features, shallow to deep
+    sum(v.float().mean() for v in out.values()).backward()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None, f"{name} gets no gradient"
+
+
+def test_channel_dropout_drops_whole_channels_and_rescales() -> None:
+    torch.manual_seed(0)
+    features = [torch.ones(2, 64, 3, 3)]
+    (dropped,) = channel_dropout(0.5)(features)
+    per_channel = dropped.flatten(2)
+    assert set(per_channel.unique().tolist()) == {0.0, 2.0}  # kept channels scaled by 1 / (1 - p)
+    assert (per_channel.amin(-1) == per_channel.amax(-1)).all()  # whole channels
+    assert 0.3 < (per_channel[..., 0] == 0).float().mean() < 0.7
+    with pytest.raises(ValueError, match="p must be in"):
+        channel_dropout(1.0)
 
 
 @pytest.mark.parametrize("arch", ["fast", "unet"])

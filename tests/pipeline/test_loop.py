@@ -184,3 +184,76 @@ def test_packaged_pipelines_load_and_cli_runs(pipeline_file: Path, capsys) -> No
             load_config(stage.config, list(stage.overrides))  # the stage configs exist and load
     assert main(["pipeline", str(pipeline_file), "train.stop_at=1"]) == 0
     assert "baseline_source_only stopped at step 1 of 2" in capsys.readouterr().out
+
+
+def test_few_labels_pipeline_pseudo_labels_the_unlabeled_rest(tmp_path: Path, folder_factory):
+    """pipeline/few_labels on one 6-image folder: 2 labeled images (n_labeled), the other 4 are
+    pseudo-labeled; the student trains on sim + pseudo-labeled + labeled, split by real_share."""
+    source = folder_factory(tmp_path / "source", seed=1)
+    real = folder_factory(tmp_path / "real", seed=2)
+    overrides = [
+        f"data.streams.source.root={source}",
+        f"data.streams.labeled.root={real}",
+        f"data.streams.target.root={real}",
+        "data.streams.labeled.n_labeled=2",
+        f"data.val.root={real}",
+        f"output_dir={tmp_path / 'runs'}",
+        "data.num_workers=0",
+        "data.val.batch_size=2",
+        "train.iters=1",
+        "train.eval_every=1",
+        "train.progress=plain",
+        "schedule.warmup_iters=0",
+        *[f"data.streams.{s}.crop_size=[32,32]" for s in ("source", "target", "labeled")],
+        *[f"data.streams.{s}.batch_size=2" for s in ("source", "target", "labeled")],
+        "pipeline.pseudo_label.threshold=0.0",
+    ]
+    result = run_pipeline("pipeline/few_labels", overrides)
+    out = tmp_path / "runs" / "few_labels"
+    labeled = load_config(out / "teacher" / "config.yaml").data.streams.labeled
+    assert labeled.n_labeled == 2
+    from segshift.data import build_dataset
+
+    kept = {f.name for f in build_dataset(labeled, train=False).files}
+    pseudo = {p.stem for p in (out / "pseudo_1" / "masks").glob("*.png")}
+    assert len(kept) == 2 and len(pseudo) == 4 and not kept & pseudo
+    student = load_config(out / "student_1" / "config.yaml")
+    assert list(student.method.params.streams) == ["source", "target", "labeled"]
+    assert student.data.streams.target.n_labeled is None  # the pseudo folder is not subset again
+    # real_share 0.5 of the student's batch of 10 (its overrides: 4 source + 2 target + 4
+    # labeled): 5 pseudo-labeled, the rest split 4:4 -> 2.5 each, the tie to the first stream
+    sizes = [student.data.streams[s].batch_size for s in ("target", "source", "labeled")]
+    assert sizes == [5, 3, 2]
+    baseline = load_config(out / "baseline_supervised_only" / "config.yaml")
+    assert list(baseline.method.params.streams) == ["labeled"]
+    assert set(result["stage_miou"]) == {"baseline_supervised_only", "teacher", "student_1"}
+    assert result["stage_miou"]["student_1"] == result["miou"]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "share", "expected"),
+    [
+        ({"target": 8, "source": 4, "labeled": 4}, 0.5, {"target": 8, "source": 4, "labeled": 4}),
+        # rest 10 split 8:4 -> quotas 6.67 / 3.33 -> 6 + 3, the remainder to source (.67)
+        ({"target": 8, "source": 8, "labeled": 4}, 0.5, {"target": 10, "source": 7, "labeled": 3}),
+        ({"target": 4, "source": 4}, 0.75, {"target": 6, "source": 2}),
+        ({"target": 4, "source": 4}, 0.0, {"source": 8}),  # no pseudo-labeled images at all
+    ],
+)
+def test_real_share_splits_the_batch(sizes: dict, share: float, expected: dict) -> None:
+    from omegaconf import OmegaConf
+
+    from segshift.pipeline.loop import Pipeline
+
+    cfg = OmegaConf.create(
+        {
+            "method": {"name": "supervised", "params": {"streams": list(sizes)}},
+            "data": {"streams": {name: {"batch_size": n} for name, n in sizes.items()}},
+        }
+    )
+    Pipeline._apply_share(None, cfg, "target", share)
+    assert list(cfg.method.params.streams) == list(expected)
+    assert {name: cfg.data.streams[name].batch_size for name in expected} == expected
+    cfg.method.name = "dacs"
+    with pytest.raises(ConfigError, match="real_share needs a `supervised` student"):
+        Pipeline._apply_share(None, cfg, "target", share)

@@ -283,3 +283,49 @@ def test_pipeline_points_are_checked_against_the_pipeline_schema(tmp_path) -> No
         sweep.build_points(
             "pipeline/synthcity", sweep.parse_axes(["pipeline.roundz=1"]), [], tmp_path
         )
+
+
+def test_pipeline_points_get_a_column_and_line_per_stage(tmp_path, monkeypatch) -> None:
+    """A pipeline point reports every stage's mIoU: the table has a column per stage (mean +- std
+    over seeds), the CSV a miou_<stage> column, the plot a line per stage."""
+    stages = {  # (n_labeled, seed) -> (supervised-only, student)
+        ("2", 0): (0.2, 0.4),
+        ("2", 1): (0.3, 0.5),
+        ("4", 0): (0.5, 0.6),
+    }
+
+    def run_point(config, overrides, run_dir):
+        values = dict(o.split("=", 1) for o in overrides)
+        key = (values["data.streams.labeled.n_labeled"], int(values["seed"]))
+        if key not in stages:
+            return None  # stopped early: the point is left out of the table
+        baseline, student = stages[key]
+        stage_miou = {"baseline_supervised_only": baseline, "student_1": student}
+        return {"miou": student, "iou": [student], "class_names": ["a"], "stage_miou": stage_miou}
+
+    monkeypatch.setattr(sweep, "run_point", run_point)
+    out = tmp_path / "sweep"
+    sets = ["data.streams.labeled.n_labeled=2,4", "seed=0,1"]
+    overrides = [f"data.streams.{s}.root=/nowhere" for s in ("source", "target", "labeled")]
+    sweep.run_sweep("pipeline/few_labels", sets, [*overrides, "data.val.root=/n"], out=out)
+    markdown = (out / "sweep.md").read_text()
+    assert (
+        "| data.streams.labeled.n_labeled | baseline_supervised_only | student_1 | n |" in markdown
+    )
+    # n=2: 25 +- 7.07 (sample std of 0.2, 0.3) and 45 +- 7.07; n=4: one seed, no std
+    assert table_rows(markdown) == [
+        ["2", "25.00 +- 7.07", "45.00 +- 7.07", "2"],
+        ["4", "50.00", "60.00", "1"],
+    ]
+    rows = read_csv(out / "sweep.csv")
+    assert [(r["seed"], r["miou_baseline_supervised_only"], r["miou_student_1"]) for r in rows] == [
+        ("0", "0.2", "0.4"),
+        ("1", "0.3", "0.5"),
+        ("0", "0.5", "0.6"),
+    ]
+    assert_png(out / "sweep.png")
+    again = sweep.run_sweep("pipeline/few_labels", sets, [*overrides, "data.val.root=/n"], out=out)
+    assert again["n_labeled=2,seed=1"]["stage_miou"] == {
+        "baseline_supervised_only": 0.3,
+        "student_1": 0.5,
+    }

@@ -40,7 +40,7 @@ __all__ = [
 
 # Constructor arguments that come from DatasetConfig fields, not from ``options``.
 _CONFIG_ARGUMENTS = {"self", "root", "split", "labeled", "domain", "transform", "n_labeled",
-                     "split_file", "subset_seed", "recrop_min_pixels"}  # fmt: skip
+                     "split_file", "subset_seed", "complement", "recrop_min_pixels"}  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -86,6 +86,11 @@ def build_dataset(cfg: Any, train: bool) -> SegDataset:
     that name a class re-crop towards it (rare-class sampling, see ``segshift.data.samplers``).
     """
     cls = DATASETS.get(cfg.name)
+    if getattr(cfg, "complement", False) and cfg.n_labeled is None:
+        raise ConfigError(
+            f"dataset '{cfg.name}' ({cfg.root}): complement: true keeps the samples outside the "
+            "n_labeled subset, so it needs n_labeled (the labeled stream's count)"
+        )
     options = dict(_plain(cfg.options) or {})
     known = dataset_options(cls)
     unknown = sorted(set(options) - set(known))
@@ -118,6 +123,7 @@ def build_dataset(cfg: Any, train: bool) -> SegDataset:
         n_labeled=cfg.n_labeled,
         split_file=cfg.split_file,
         subset_seed=int(cfg.subset_seed),
+        complement=bool(getattr(cfg, "complement", False)),
         recrop_min_pixels=_recrop_min_pixels(cfg) if train else None,
         **options,
     )

@@ -6,6 +6,11 @@ Every segmentation model maps (B, 3, H, W) RGB images in [0, 1] to a dict: "out"
 normalises its input itself (`.input_norm`, from `model.normalization`, following the pretrained
 weights). `.encoder` is the backbone; every other parameter belongs to the head.
 
+The model in parts (`segshift.models.parts`): `forward(x, perturb=None, return_feat=False)`
+applies `perturb` to the encoder's stage features before the decoder (feature perturbations:
+UniMatch, CCT) and, with `return_feat`, adds "feat", the decoder features of `.feat_channels`
+channels that the head reads (a method's projection head: U2PL, ReCo).
+
 Segmentation builders are plain functions registered with `@MODELS.register(name)` and called as
 `builder(num_classes, encoder, encoder_weights, **params)`, where `encoder_weights` is None or a
 pretrained tag; `build_model` resolves local weight files itself.

@@ -19,6 +19,7 @@ from torchvision.models import ResNet50_Weights, ResNet101_Weights
 
 from segshift.errors import ConfigError
 from segshift.models.normalization import InputNorm
+from segshift.models.parts import Perturb
 from segshift.models.weights import load_into
 from segshift.registry import MODELS
 
@@ -167,12 +168,29 @@ class DeepLabV2(nn.Module):
         """RGB images in [0, 1] (B, 3, H, W) -> layer4 features (B, 2048, h, w), stride 8."""
         return self.encoder(self.input_norm(x))[1]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """RGB images in [0, 1] (B, 3, H, W) -> {"out", "aux"}: logits at output stride 8."""
+    @property
+    def feat_channels(self) -> int:
+        """Channels of "feat": layer4's features, the ASPP classifier's input."""
+        return 2048
+
+    def forward(
+        self, x: torch.Tensor, perturb: Perturb | None = None, return_feat: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """RGB images in [0, 1] (B, 3, H, W) -> {"out", "aux"}: logits at output stride 8.
+
+        The model in parts (see `segshift.models`): `perturb` maps [layer3, layer4] features to
+        new ones (any batch size) before the classifiers; `return_feat` adds "feat", layer4's
+        features (B, 2048, h, w), which the ASPP classifier reads directly (DeepLab-v2 has no
+        decoder).
+        """
         c3, c4 = self.encoder(self.input_norm(x))
+        if perturb is not None:
+            c3, c4 = perturb([c3, c4])
         outputs = {"out": self.classifier(c4)}
         if self.aux_classifier is not None:
             outputs["aux"] = self.aux_classifier(c3)
+        if return_feat:
+            outputs["feat"] = c4
         return outputs
 
 

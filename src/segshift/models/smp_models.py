@@ -26,6 +26,7 @@ from torch import nn
 
 from segshift.errors import ConfigError
 from segshift.models.normalization import InputNorm
+from segshift.models.parts import Perturb
 from segshift.registry import MODELS, did_you_mean
 
 SMP_ARCHS = ("deeplabv3plus", "deeplabv3", "unet", "fpn", "pspnet", "segformer")
@@ -69,21 +70,39 @@ class SmpSegmenter(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return x, pad_h, pad_w
 
+    @property
+    def feat_channels(self) -> int:
+        """Channels of the decoder features ("feat"), the segmentation head's input."""
+        head = self.net.segmentation_head
+        return next(m for m in head.modules() if isinstance(m, nn.Conv2d)).in_channels
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """RGB images in [0, 1] (B, 3, H, W) -> the encoder's last-stage features (B, C, h, w),
         from the same normalised, padded input as `forward`."""
         return self.net.encoder(self._prepare(x)[0])[-1]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """RGB images in [0, 1] (B, 3, H, W) -> {"out": (B, num_classes, H, W) logits}."""
+    def forward(
+        self, x: torch.Tensor, perturb: Perturb | None = None, return_feat: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """RGB images in [0, 1] (B, 3, H, W) -> {"out": (B', num_classes, H, W) logits}.
+
+        The model in parts (see `segshift.models`): `perturb` maps the encoder's stage features
+        (a list, shallow to deep) to new ones before the decoder, and may change the batch size
+        B' (UniMatch decodes clean and dropped-out features in one pass); `return_feat` adds the
+        decoder features "feat" (B', feat_channels, h, w), the segmentation head's input.
+        """
         height, width = x.shape[-2:]
         x, pad_h, pad_w = self._prepare(x)
-        out = self.net(x)
+        features = self.net.encoder(x)  # smp's own forward, in its parts
+        if perturb is not None:
+            features = list(perturb(list(features)))
+        feat = self.net.decoder(features)
+        out = self.net.segmentation_head(feat)
         if pad_h or pad_w:
             out_h = math.ceil(height * out.shape[-2] / x.shape[-2])
             out_w = math.ceil(width * out.shape[-1] / x.shape[-1])
             out = out[..., :out_h, :out_w]
-        return {"out": out}
+        return {"out": out, "feat": feat} if return_feat else {"out": out}
 
 
 def build_smp(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -300,23 +301,31 @@ class Pipeline:
         return cfg
 
     def _apply_share(self, cfg: DictConfig, real: str, share: float) -> None:
-        """Split the students' total batch between the real stream and the others."""
+        """Give the pseudo-labeled stream ``share`` of the student's total batch; the other
+        streams split the rest in proportion to their configured batch sizes."""
         if not 0.0 <= share <= 1.0:
             raise ConfigError(f"pipeline.student.real_share: {share} is not in [0, 1]")
-        others = [name for name in cfg.data.streams if name != real]
-        if cfg.method.name != "supervised" or len(others) != 1:
+        names = list(cfg.method.params.get("streams") or [])
+        if cfg.method.name != "supervised" or real not in names or len(names) < 2:
             raise ConfigError(
-                "pipeline.student.real_share needs a `supervised` student with two streams "
-                f"(the pseudo-labeled one and one other); {cfg.method.name} has "
-                f"{', '.join(cfg.data.streams)}"
+                "pipeline.student.real_share needs a `supervised` student whose method.params."
+                f"streams name the pseudo-labeled stream '{real}' and at least one other; "
+                f"{cfg.method.name} has streams {names or 'unset'}"
             )
-        total = cfg.data.streams[real].batch_size + cfg.data.streams[others[0]].batch_size
-        n_real = round(total * share)
-        cfg.data.streams[real].batch_size = max(n_real, 1)
-        cfg.data.streams[others[0]].batch_size = max(total - n_real, 1)
-        used = [name for name, n in ((real, n_real), (others[0], total - n_real)) if n > 0]
+        sizes = {name: int(cfg.data.streams[name].batch_size) for name in names}
+        total, others = sum(sizes.values()), [n for n in names if n != real]
+        rest = total - round(total * share)
+        quota = {n: rest * sizes[n] / sum(sizes[n] for n in others) for n in others}
+        counts = {real: total - rest, **{n: math.floor(q) for n, q in quota.items()}}
+        by_remainder = sorted(others, key=lambda n: counts[n] - quota[n])  # largest remainder
+        for name in by_remainder[: rest - sum(counts[n] for n in others)]:
+            counts[name] += 1
+        used = [name for name in names if counts[name] > 0]
+        for name in used:
+            cfg.data.streams[name].batch_size = counts[name]
         cfg.method.params.streams = used
-        print(f"[pipeline] student batch: {n_real} {real} + {total - n_real} {others[0]} images")
+        shares = " + ".join(f"{counts[n]} {n}" for n in names)
+        print(f"[pipeline] student batch: {shares} images")
 
     def run(self) -> dict[str, Any]:
         """Run every stage not done yet; return the summary (also written to disk)."""
@@ -334,7 +343,10 @@ class Pipeline:
                 f"pipeline.pseudo_label.stream: '{stream}' is not a stream of "
                 f"{self.spec.teacher.config} (its streams: {', '.join(teacher_cfg.data.streams)})"
             )
-        real = teacher_cfg.data.streams[stream]
+        # resolved here: the stream may interpolate other keys (uda/joint's n_labeled)
+        real = OmegaConf.create(
+            OmegaConf.to_container(teacher_cfg.data.streams[stream], resolve=True)
+        )
         data = merge_into_schema(DatasetConfig(), real, origin="pipeline.pseudo_label.stream")
         self._train("teacher", teacher_cfg, [])
         write_summary(self.dir, self.results, self.cfg)
@@ -348,8 +360,14 @@ class Pipeline:
             previous = f"student_{r}"
         summary = write_summary(self.dir, self.results, self.cfg, final=True)
         summary["class_names"] = class_names(self.results)
+        stages = {
+            stage: result["miou"]
+            for stage, result in self.results.items()
+            if result.get("kind") == "train" and result.get("miou") is not None
+        }
         return {
             **summary,
+            "stage_miou": stages,
             "miou": self.results[previous]["miou"],
             "iou": self.results[previous]["iou"],
         }

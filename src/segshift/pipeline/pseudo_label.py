@@ -568,8 +568,8 @@ def generate_pseudo_labels(
 
 def pseudo_dataset(out: str | Path) -> dict[str, Any]:
     """The dataset keys that make a stream read the pseudo-labels in ``out`` (``name``,
-    ``root``, ``labeled``, ``domain``, ``options``; merge them into a stream's node). A
-    DataError when ``out`` holds no complete pseudo-label set."""
+    ``root``, ``labeled``, ``domain``, ``options``, and the subset keys reset); merge them into a
+    stream's node. A DataError when ``out`` holds no complete pseudo-label set."""
     path = Path(out) / "manifest.json"
     try:
         manifest = json.loads(path.read_text())
@@ -584,4 +584,9 @@ def pseudo_dataset(out: str | Path) -> dict[str, Any]:
         "labeled": True,
         "domain": data.get("domain") or data["name"],
         "options": {"mask_format": "index"},
+        # The folder holds exactly the labeled images: no subset of it (the teacher's stream
+        # may have been the complement of an n_labeled subset, already applied).
+        "n_labeled": None,
+        "split_file": None,
+        "complement": False,
     }

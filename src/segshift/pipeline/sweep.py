@@ -52,6 +52,9 @@ from segshift.errors import ConfigError
 from segshift.fileio import atomic_write_bytes
 
 SEED = "seed"
+# A pipeline point's mIoU of every training stage ({stage: fraction}; the baselines, the teacher,
+# each student): the table and the plot get one column / line per stage.
+STAGES = "stage_miou"
 RESULT_FILE = "sweep_result.json"
 # Keys that cannot change a point's result: a finished point is reused despite them. output_dir
 # is here because the same OUT may be spelled differently (relative or absolute) on a rerun.
@@ -217,10 +220,15 @@ def run_point(config: str | Path, overrides: list[str], run_dir: str | Path) -> 
 
 def _convert(metrics: dict, number: Any) -> dict:
     """``number`` applied to every metric (to each IoU of the list), class names left alone."""
-    return {
-        k: v if k == "class_names" else [number(x) for x in v] if k == "iou" else number(v)
-        for k, v in metrics.items()
-    }
+
+    def convert(key: str, value: Any) -> Any:
+        if key == "class_names":
+            return value
+        if key == STAGES:
+            return {stage: number(x) for stage, x in value.items()}
+        return [number(x) for x in value] if key == "iou" else number(value)
+
+    return {key: convert(key, value) for key, value in metrics.items()}
 
 
 def _to_json(value: Any) -> Any:
@@ -235,6 +243,8 @@ def _result_record(metrics: dict) -> dict[str, Any]:
     """What the sweep keeps of a point's metrics: mIoU (and subsets), pixel accuracy, IoUs."""
     names = metrics.get("class_names") or [f"class_{i}" for i in range(len(metrics["iou"]))]
     keep = {k: v for k, v in metrics.items() if k.startswith("miou") or k == "pixel_accuracy"}
+    if metrics.get(STAGES):
+        keep[STAGES] = dict(metrics[STAGES])
     return {
         **_convert(keep, float),
         "iou": [float(v) for v in metrics["iou"]],
@@ -275,15 +285,22 @@ def write_result(point: SweepPoint, metrics: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------- outputs
+def _series(result: dict) -> dict[str, float]:
+    """The numbers a point contributes: its stages' mIoU (pipelines) or its mIoU."""
+    return dict(result.get(STAGES) or {"mIoU": result["miou"]})
+
+
 def _groups(axes: list[Axis], points: list[SweepPoint], results: dict[str, dict]):
-    """(values of the non-seed axes, mIoUs of its finished seeds) in grid order."""
-    groups: dict[tuple, list[float]] = {}
+    """(values of the non-seed axes, {series: mIoUs of its finished seeds}) in grid order; the
+    series are "mIoU", or a pipeline's stages."""
+    groups: dict[tuple, dict[str, list[float]]] = {}
     for point in points:
         key = tuple(point.texts[a.key] for a in axes if a.key != SEED)
-        bucket = groups.setdefault(key, [])
+        bucket = groups.setdefault(key, {})
         if point.name in results:
-            bucket.append(results[point.name]["miou"])
-    return [(key, mious) for key, mious in groups.items() if mious]
+            for name, value in _series(results[point.name]).items():
+                bucket.setdefault(name, []).append(value)
+    return [(key, series) for key, series in groups.items() if series]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -302,6 +319,9 @@ def sweep_csv(axes: list[Axis], points: list[SweepPoint], results: dict[str, dic
     """One row per finished run: run, the non-seed axes, seed, mIoU (+ subsets), per-class IoU."""
     done = [p for p in points if p.name in results]
     extra = sorted({k for p in done for k in results[p.name] if k.startswith("miou_")})
+    stages: list[str] = []
+    for point in done:
+        stages += [s for s in results[point.name].get(STAGES, {}) if s not in stages]
     classes: list[str] = []
     for point in done:
         classes += [c for c in results[point.name]["class_names"] if c not in classes]
@@ -309,7 +329,7 @@ def sweep_csv(axes: list[Axis], points: list[SweepPoint], results: dict[str, dic
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     header = ["run", *keys, SEED, "miou", *extra, "pixel_accuracy"]
-    writer.writerow(header + [f"iou_{c}" for c in classes])
+    writer.writerow(header + [f"miou_{s}" for s in stages] + [f"iou_{c}" for c in classes])
     for point in done:
         result = results[point.name]
         iou = dict(zip(result["class_names"], result["iou"]))
@@ -317,6 +337,7 @@ def sweep_csv(axes: list[Axis], points: list[SweepPoint], results: dict[str, dic
         writer.writerow(
             [point.name, *(point.texts[k] for k in keys), point.seed]
             + ["" if v is None else repr(v) for v in scalars]
+            + [repr(v) if (v := result.get(STAGES, {}).get(s)) is not None else "" for s in stages]
             + [repr(iou[c]) if c in iou else "" for c in classes]
         )
     return buffer.getvalue()
@@ -327,18 +348,34 @@ def sweep_markdown(
 ) -> str:
     """mIoU (percent) per combination of the non-seed axes: mean, std over seeds and count."""
     keys = [a.key for a in axes if a.key != SEED]
+    groups = _groups(axes, points, results)
+    names: list[str] = []
+    for _, series in groups:
+        names += [n for n in series if n not in names]
     lines = [
         f"# Sweep: {title}",
         "",
         f"{sum(p.name in results for p in points)} of {len(points)} runs finished; mIoU in "
         "percent, mean and sample standard deviation over seeds (n runs).",
         "",
-        "| " + " | ".join([*keys, "mIoU", "std", "n"]) + " |",
-        "|" + "|".join([":---"] * len(keys) + ["---:"] * 3) + "|",
     ]
-    for group, mious in _groups(axes, points, results):
-        mean, std = mean_std(mious)
-        cells = [*group, _percent(mean), _percent(std), str(len(mious))]
+    if names == ["mIoU"]:
+        lines += ["| " + " | ".join([*keys, "mIoU", "std", "n"]) + " |"]
+        lines += ["|" + "|".join([":---"] * len(keys) + ["---:"] * 3) + "|"]
+        for group, series in groups:
+            mean, std = mean_std(series["mIoU"])
+            cells = [*group, _percent(mean), _percent(std), str(len(series["mIoU"]))]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+    lines[2] = lines[2].replace("mIoU in", "mIoU of each pipeline stage in")
+    lines += ["| " + " | ".join([*keys, *names, "n"]) + " |"]
+    lines += ["|" + "|".join([":---"] * len(keys) + ["---:"] * (len(names) + 1)) + "|"]
+    for group, series in groups:
+        cells = [*group]
+        for name in names:
+            mean, std = mean_std(series[name]) if name in series else (math.nan, math.nan)
+            cells.append(_percent(mean) + ("" if math.isnan(std) else f" +- {_percent(std)}"))
+        cells.append(str(max(len(v) for v in series.values())))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -354,8 +391,10 @@ def sweep_plot(
     ax = figure.add_subplot()
     groups = _groups(axes, points, results)
     if x_axis is None:
-        labels = [", ".join(g) or "all" for g, _ in groups]
-        stats = [mean_std(m) for _, m in groups]
+        labels = [
+            f"{', '.join(g) or 'all'}{'' if n == 'mIoU' else f' {n}'}" for g, s in groups for n in s
+        ]
+        stats = [mean_std(m) for _, series in groups for m in series.values()]
         ax.bar(
             range(len(stats)),
             [100 * m for m, _ in stats],
@@ -367,15 +406,18 @@ def sweep_plot(
     else:
         position = others.index(x_axis)
         lines: dict[tuple, list[tuple[float, float, float]]] = {}
-        for group, mious in groups:
-            mean, std = mean_std(mious)
+        for group, series in groups:
             x = x_axis.values[x_axis.texts.index(group[position])]
             rest = group[:position] + group[position + 1 :]
-            lines.setdefault(rest, []).append((x, 100 * mean, 0 if math.isnan(std) else 100 * std))
+            for name, mious in series.items():
+                mean, std = mean_std(mious)
+                point = (x, 100 * mean, 0 if math.isnan(std) else 100 * std)
+                lines.setdefault((*rest, name), []).append(point)
         rest_keys = [a.key for a in others if a is not x_axis]
-        for rest, curve in lines.items():
+        for (*rest, name), curve in lines.items():
             curve.sort()
-            label = ", ".join(f"{k}={v}" for k, v in zip(rest_keys, rest)) or None
+            label = ", ".join(f"{k}={v}" for k, v in zip(rest_keys, rest))
+            label = ", ".join(t for t in (label, "" if name == "mIoU" else name) if t) or None
             xs, ys, errs = zip(*curve)
             ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=4, label=label)
         xs = sorted(x_axis.values)
@@ -384,7 +426,7 @@ def sweep_plot(
             ax.set_xticks(xs, [str(x) for x in xs])
             ax.minorticks_off()
         ax.set_xlabel(x_axis.key)
-        if rest_keys:
+        if rest_keys or len(lines) > 1:
             ax.legend()
     ax.set_ylabel("mIoU (%)")
     ax.set_title(title)

@@ -238,6 +238,10 @@ class ModelConfig:
     # a model.safetensors, loaded into the whole network after it is built (a student starting
     # from its teacher). Resuming the run loads its own checkpoint over it.
     init_from: str | None = None
+    # Noisy Student's model noise (Xie et al., CVPR 2020: dropout 0.5 before the classifier):
+    # dropout on the features the segmentation head reads, in training only. It adds no
+    # parameters, so a student with dropout starts from a teacher without (model.init_from).
+    dropout: float = checked(0.0, check=number_between(0, 0.99))
     params: dict[str, Any] = field(default_factory=dict)
 
 

@@ -156,3 +156,11 @@ def test_resume_with_changed_config_says_so(tiny_config, capsys) -> None:
         and "-> 0.5 (the learning-rate schedule" in out
         and "train.stop_at" not in out
     )
+
+
+def test_log_says_how_often_each_stream_repeats(tiny_config, capsys) -> None:
+    """A few labeled images cycled for many steps are not repeated silently: 6 images, 2 per
+    step, 4 steps = 8 / 6 = 1.3 passes."""
+    Trainer(tiny_config()).fit()
+    out = capsys.readouterr().out
+    assert "data.streams.labeled: 6 labeled images, 2 per step per process: 1.3 passes" in out

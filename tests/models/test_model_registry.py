@@ -124,3 +124,22 @@ def test_unknown_timm_encoder_is_a_config_error_with_a_suggestion() -> None:
 def test_timm_encoder() -> None:
     model = build_model(model_config("fast", encoder="tu-mobilenetv3_small_050"), NUM_CLASSES)
     assert model(torch.randn(1, 3, 64, 64))["out"].shape == (1, NUM_CLASSES, 64, 64)
+
+
+@pytest.mark.parametrize("arch", ["fast", "deeplabv2"])
+def test_model_dropout_is_training_noise_without_parameters(arch: str) -> None:
+    """model.dropout (Noisy Student): the head's input is dropped in training only, and the
+    weights load into a model without dropout (a student from its teacher)."""
+    torch.manual_seed(0)
+    plain = build_model(model_config(arch), NUM_CLASSES)
+    noisy = build_model(model_config(arch, dropout=0.5), NUM_CLASSES)
+    noisy.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    plain.eval(), noisy.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(noisy(x)["out"], plain(x)["out"])
+        noisy.train()
+        first, second = noisy(x)["out"], noisy(x)["out"]
+    assert (first - second).abs().max() > 1e-3  # a fresh dropout mask each call
+    with pytest.raises(ConfigError, match="model.dropout"):
+        build_model(model_config(arch, dropout=1.0), NUM_CLASSES)

@@ -626,6 +626,15 @@ class Trainer:
             f"mean {list(norm.mean)}, std {list(norm.std)})"
         )
         for name, stream in self.streams.items():
+            # say how often each stream's images repeat: a few labeled images cycled against
+            # many unlabeled ones are seen far more often, and the log should say so
+            size, batch = len(stream.dataset), int(cfg.data.streams[name].batch_size)
+            passes = cfg.train.iters * batch * self.fabric.world_size / max(size, 1)
+            labels = "labeled" if getattr(stream.dataset, "labeled", True) else "unlabeled"
+            logger.message(
+                f"data.streams.{name}: {size} {labels} images, {batch} per step per process: "
+                f"{passes:.1f} passes over them in {cfg.train.iters} steps"
+            )
             if stream.rare_classes is not None:
                 classes = stream.dataset.label_space.class_names  # type: ignore[attr-defined]
                 summary = stream.rare_classes.summary(classes)

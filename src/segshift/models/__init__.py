@@ -71,7 +71,8 @@ def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
     `cfg.encoder_weights`: None (random init), a pretrained tag such as "imagenet" (downloaded;
     ConfigError when that fails) or a local .pth/.pt/.safetensors file loaded into `.encoder`.
     The model's `input_norm` follows `cfg.normalization` (see `resolve_normalization`) and its
-    `align_corners` attribute tells consumers how to resize its logits.
+    `align_corners` attribute tells consumers how to resize its logits; `cfg.dropout` (Noisy
+    Student's model noise) drops the head's input features in training mode.
     """
     if cfg.arch in DISCRIMINATORS:
         raise ConfigError(
@@ -117,6 +118,10 @@ def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
         load_encoder_weights(model.encoder, weights)
     model.input_norm = InputNorm(resolve_normalization(cfg))
     model.align_corners = bool(getattr(cfg, "align_corners", False))
+    dropout = float(getattr(cfg, "dropout", 0.0) or 0.0)
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout: {dropout} is not in [0, 1)")
+    model.head_dropout = dropout
     if getattr(cfg, "init_from", None):
         load_trained_weights(model, cfg.init_from)
     return model

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights
 
@@ -142,6 +143,7 @@ class DeepLabV2(nn.Module):
     """
 
     align_corners = False  # how consumers resize the logits; set by build_model
+    head_dropout = 0.0  # dropout on the classifiers' input in training (model.dropout); build_model
 
     def __init__(
         self,
@@ -186,9 +188,10 @@ class DeepLabV2(nn.Module):
         c3, c4 = self.encoder(self.input_norm(x))
         if perturb is not None:
             c3, c4 = perturb([c3, c4])
-        outputs = {"out": self.classifier(c4)}
+        drop = self.head_dropout if self.training else 0.0
+        outputs = {"out": self.classifier(F.dropout(c4, drop) if drop else c4)}
         if self.aux_classifier is not None:
-            outputs["aux"] = self.aux_classifier(c3)
+            outputs["aux"] = self.aux_classifier(F.dropout(c3, drop) if drop else c3)
         if return_feat:
             outputs["feat"] = c4
         return outputs

@@ -50,6 +50,7 @@ class SmpSegmenter(nn.Module):
     """
 
     align_corners = False  # how consumers resize the logits; set by build_model
+    head_dropout = 0.0  # dropout on the head's input in training (model.dropout); build_model
 
     def __init__(self, net: smp.base.SegmentationModel) -> None:
         super().__init__()
@@ -97,7 +98,7 @@ class SmpSegmenter(nn.Module):
         if perturb is not None:
             features = list(perturb(list(features)))
         feat = self.net.decoder(features)
-        out = self.net.segmentation_head(feat)
+        out = self.net.segmentation_head(F.dropout(feat, self.head_dropout, self.training))
         if pad_h or pad_w:
             out_h = math.ceil(height * out.shape[-2] / x.shape[-2])
             out_w = math.ceil(width * out.shape[-1] / x.shape[-1])

@@ -58,7 +58,8 @@ from segshift.fileio import atomic_write_bytes
 
 # DatasetConfig fields a student's pseudo-labeled stream takes from the teacher's stream, so the
 # real images have the geometry the teacher labeled them at; augmentation (noise, as in Noisy
-# Student: `policy: randaugment`, photometric) and batch sizes are the student config's.
+# Student: `policy: randaugment`, photometric; with `model.dropout`) and batch sizes are the
+# student config's.
 GEOMETRY_KEYS = ("resize", "crop_size", "interpolation")
 
 

@@ -78,3 +78,67 @@ def synthcity_demo_config(tmp: str, n: int, workers: int, *overrides: str):
             *overrides,
         ],
     )
+
+
+def train_record(cfg, method: str, seed: int) -> dict:
+    """Train ``cfg`` to the end; the run's mIoU, per-class IoU and median seconds per step."""
+    import json
+
+    from segshift.engine.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    metrics = trainer.fit()
+    if "miou" not in metrics:
+        metrics = trainer.evaluate()
+    log = [json.loads(x) for x in (trainer.run_dir / "log.jsonl").read_text().splitlines()]
+    steps = [r["sec_per_step"] for r in log if r["kind"] == "train" and "sec_per_step" in r]
+    return {
+        "method": method,
+        "seed": seed,
+        "iters": trainer.step,
+        "miou": metrics["miou"],
+        "iou": [float(x) for x in metrics["iou"]],
+        "sec_per_step": statistics.median(steps) if steps else float("nan"),
+        "command": f"python -m benchmarks.{Path(sys.argv[0]).stem} " + " ".join(sys.argv[1:]),
+    }
+
+
+def method_table(
+    runs: list[dict], baseline: str, class_names: list[str], raw: Path, skip: tuple[str, ...] = ()
+) -> str:
+    """Markdown: mIoU mean / std over seeds per method (best first), the gain over ``baseline``,
+    seconds per step and its ratio to the baseline's; per-class IoU of the best method (not in
+    ``skip``) and of the baseline; the commands the runs came from."""
+    by_method: dict[str, list[dict]] = {}
+    for run in runs:
+        by_method.setdefault(run["method"], []).append(run)
+    base = by_method.get(baseline)
+    base_step = statistics.mean(r["sec_per_step"] for r in base) if base else None
+    base_miou = statistics.mean(r["miou"] for r in base) if base else None
+    lines = [
+        f"| method | mIoU (mean) | spread (std) | seeds | vs {baseline} | s/iter | x {baseline} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ranked = sorted(by_method.items(), key=lambda kv: -statistics.mean(r["miou"] for r in kv[1]))
+    for method, group in ranked:
+        mious = [100 * r["miou"] for r in group]
+        mean = statistics.mean(mious)
+        std = statistics.stdev(mious) if len(mious) > 1 else float("nan")
+        step = statistics.mean(r["sec_per_step"] for r in group)
+        delta = f"{mean - 100 * base_miou:+.2f}" if base_miou is not None else "-"
+        ratio = f"{step / base_step:.2f}" if base_step else "-"
+        seeds = ",".join(str(r["seed"]) for r in group)
+        spread = "-" if std != std else f"{std:.2f}"
+        lines.append(
+            f"| {method} | {mean:.2f} | {spread} | {seeds} | {delta} | {step:.3f} | {ratio} |"
+        )
+    methods = [(m, g) for m, g in ranked if m not in (*skip, baseline)]
+    for label, group in [*methods[:1], *[kv for kv in ranked if kv[0] == baseline]]:
+        iou = [statistics.mean(r["iou"][c] for r in group) for c in range(len(class_names))]
+        lines += ["", f"Per-class IoU of {label} (mean over its seeds):", ""]
+        lines += ["| " + " | ".join(class_names) + " |", "|" + "---|" * len(class_names)]
+        lines.append("| " + " | ".join(f"{100 * v:.1f}" for v in iou) + " |")
+    commands = sorted({r["command"] for r in runs})
+    lines += ["", f"Runs accumulate over invocations (results/{raw.name}); they came from:", ""]
+    lines += [f"- `.venv/bin/{c}`" for c in commands]
+    return "\n".join(lines)

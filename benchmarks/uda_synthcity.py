@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, method_table, train_record, write_result
 from segshift.config import load_config
 from segshift.data.label_space import get_label_space
-from segshift.engine.trainer import Trainer
 from segshift.pipeline.demo import generate_demo_data
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
@@ -80,62 +77,14 @@ def run_one(
     extra: list[str] = (),
     label: str = "",
 ) -> dict:
-    trainer = Trainer(config_for(method, roots, out, seed, iters, target, extra, label))
-    metrics = trainer.fit()
-    log = [json.loads(x) for x in (trainer.run_dir / "log.jsonl").read_text().splitlines()]
-    steps = [r["sec_per_step"] for r in log if r["kind"] == "train" and "sec_per_step" in r]
-    return {
-        "method": f"{method} [{label}]" if label else method,
-        "seed": seed,
-        "iters": trainer.step,
-        "miou": metrics["miou"],
-        "iou": [float(x) for x in metrics["iou"]],
-        "sec_per_step": statistics.median(steps),
-        "command": "python -m benchmarks.uda_synthcity " + " ".join(sys.argv[1:]),
-    }
+    cfg = config_for(method, roots, out, seed, iters, target, extra, label)
+    return train_record(cfg, f"{method} [{label}]" if label else method, seed)
 
 
 def table(runs: list[dict], raw: Path) -> str:
-    names = get_label_space("camvid").class_names
-    by_method: dict[str, list[dict]] = {}
-    for run in runs:
-        by_method.setdefault(run["method"], []).append(run)
-    base = by_method.get("source_only")
-    base_step = statistics.mean(r["sec_per_step"] for r in base) if base else None
-    base_miou = statistics.mean(r["miou"] for r in base) if base else None
-    lines = [
-        "`source_only` and `oracle` are the `supervised` method (on sim, on labeled photo).",
-        "",
-        "| method | mIoU (mean) | spread (std) | seeds | vs source-only | s/iter | x source-only |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    ranked = sorted(by_method.items(), key=lambda kv: -statistics.mean(r["miou"] for r in kv[1]))
-    for method, group in ranked:
-        mious = [100 * r["miou"] for r in group]
-        mean = statistics.mean(mious)
-        std = statistics.stdev(mious) if len(mious) > 1 else float("nan")
-        step = statistics.mean(r["sec_per_step"] for r in group)
-        delta = f"{mean - 100 * base_miou:+.2f}" if base_miou is not None else "-"
-        ratio = f"{step / base_step:.2f}" if base_step else "-"
-        seeds = ",".join(str(r["seed"]) for r in group)
-        spread = "-" if std != std else f"{std:.2f}"
-        lines.append(
-            f"| {method} | {mean:.2f} | {spread} | {seeds} | {delta} | {step:.3f} | {ratio} |"
-        )
-    methods = [(m, g) for m, g in ranked if m not in ("oracle", "source_only")]
-    for label, group in [*methods[:1], *[kv for kv in ranked if kv[0] == "source_only"]]:
-        iou = [statistics.mean(r["iou"][c] for r in group) for c in range(len(names))]
-        lines += ["", f"Per-class IoU of {label} (mean over its seeds):", ""]
-        lines += ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-        lines.append("| " + " | ".join(f"{100 * v:.1f}" for v in iou) + " |")
-    commands = sorted({r["command"] for r in runs})
-    lines += [
-        "",
-        f"Runs accumulate over invocations (results/{raw.name}); they came from:",
-        "",
-    ]
-    lines += [f"- `.venv/bin/{c}`" for c in commands]
-    return "\n".join(lines)
+    names = list(get_label_space("camvid").class_names)
+    note = "`source_only` and `oracle` are the `supervised` method (on sim, on labeled photo).\n\n"
+    return note + method_table(runs, "source_only", names, raw, skip=("oracle",))
 
 
 def reference(args: argparse.Namespace, raw: Path, runs: list[dict]) -> list[dict]:

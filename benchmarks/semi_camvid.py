@@ -1,0 +1,80 @@
+"""Semi-supervised methods on CamVid: 1/8 and 1/4 of the train images labeled, the rest unlabeled.
+
+Each method trains from its packaged config ``semi/<method>`` (``semi/base.yaml``: CamVid at
+144x192, 128x160 crops, the fast model from scratch, AdamW 2e-3, 400 iterations, CPU) with
+``--labeled`` images labeled (46 = 1/8 or 92 = 1/4 of CamVid's 367 train images, a fixed random
+subset) and the other train images as the unlabeled stream; tested on CamVid val.
+``labeled_only`` is the baseline (the same labeled images, supervised), ``full`` the reference
+with all 367 train images labeled (same model and budget). Runs accumulate in
+``results/semi_camvid_<n>.json`` (a run already there is skipped), so the benchmark can span
+sessions; the table is ``results/semi_camvid_<n>.md``.
+
+    .venv/bin/python -m benchmarks.semi_camvid --methods labeled_only,fixmatch --labeled 46
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.common import RESULTS, method_table, train_record, write_result
+from benchmarks.uda_synthcity import CAMVID
+from segshift.config import load_config
+from segshift.data.label_space import get_label_space
+
+
+def config_for(method: str, n_labeled: int, seed: int, out: Path, iters: int | None):
+    overrides = [
+        f"data.streams.labeled.root={CAMVID}",
+        f"data.streams.unlabeled.root={CAMVID}",
+        f"data.val.root={CAMVID}",
+        f"output_dir={out}",
+        f"seed={seed}",
+        f"name={method}_n{n_labeled}_s{seed}",
+        "train.resume=false",
+        "train.progress=plain",
+    ]
+    if iters is not None:
+        overrides += [f"train.iters={iters}", f"train.eval_every={iters}"]
+    if method == "full":
+        return load_config("semi/labeled_only", [*overrides, "data.streams.labeled.n_labeled=null"])
+    return load_config(
+        f"semi/{method}", [*overrides, f"data.streams.labeled.n_labeled={n_labeled}"]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", required=True, help="comma-separated: labeled_only,full,...")
+    parser.add_argument("--labeled", type=int, default=46, help="labeled train images (46 = 1/8)")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--iters", type=int, default=None, help="override the configs' budget")
+    parser.add_argument("--out", default="runs/semi_bench")
+    args = parser.parse_args()
+    if not CAMVID.is_dir():
+        raise SystemExit(f"CamVid not found at {CAMVID}")
+    name = f"semi_camvid_{args.labeled}"
+    raw = RESULTS / f"{name}.json"
+    runs = json.loads(raw.read_text()) if raw.is_file() else []
+    names = list(get_label_space("camvid").class_names)
+    title = f"CamVid semi-supervised, {args.labeled} of 367 train images labeled"
+    note = (
+        f"`labeled_only`: the {args.labeled} labeled images alone (`supervised`); `full`: all 367 "
+        "labeled (reference). Every run: fast model from scratch, 400 iterations, CamVid val at "
+        "144x192.\n\n"
+    )
+    for seed in map(int, args.seeds.split(",")):
+        for method in args.methods.split(","):
+            if any(r["method"] == method and r["seed"] == seed for r in runs):
+                continue
+            cfg = config_for(method, args.labeled, seed, Path(args.out), args.iters)
+            runs.append(train_record(cfg, method, seed))
+            raw.write_text(json.dumps(runs, indent=1))
+            write_result(
+                name, title, note + method_table(runs, "labeled_only", names, raw, ("full",))
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -74,7 +74,9 @@ TOP_K = 3  # classes stored per pixel
 SCALE = 65535  # probabilities are stored as uint16 p * SCALE
 IGNORE = 255
 AUX_WEIGHT = 0.5  # Seg-Uncertainty labels from softmax(main + 0.5 aux)
-DATA_KEYS = ("name", "split", "split_file", "n_labeled", "subset_seed", "resize", "interpolation")
+DATA_KEYS = (
+    "name", "split", "split_file", "n_labeled", "subset_seed", "complement", "resize", "interpolation",
+)  # fmt: skip
 
 
 @dataclass

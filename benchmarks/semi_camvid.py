@@ -6,8 +6,8 @@ Each method trains from its packaged config ``semi/<method>`` (``semi/base.yaml`
 subset) and the other train images as the unlabeled stream; tested on CamVid val.
 ``labeled_only`` is the baseline (the same labeled images, supervised), ``full`` the reference
 with all 367 train images labeled (same model and budget). Runs accumulate in
-``results/semi_camvid_<n>.json`` (a run already there is skipped), so the benchmark can span
-sessions; the table is ``results/semi_camvid_<n>.md``.
+``results/semi_camvid_<n>[_<iters>it].json`` (a run already there is skipped), so the benchmark
+can span sessions; the table is the ``.md`` beside it.
 
     .venv/bin/python -m benchmarks.semi_camvid --methods labeled_only,fixmatch --labeled 46
 """
@@ -54,15 +54,15 @@ def main() -> None:
     args = parser.parse_args()
     if not CAMVID.is_dir():
         raise SystemExit(f"CamVid not found at {CAMVID}")
-    name = f"semi_camvid_{args.labeled}"
+    name = f"semi_camvid_{args.labeled}" + (f"_{args.iters}it" if args.iters else "")
     raw = RESULTS / f"{name}.json"
     runs = json.loads(raw.read_text()) if raw.is_file() else []
     names = list(get_label_space("camvid").class_names)
     title = f"CamVid semi-supervised, {args.labeled} of 367 train images labeled"
     note = (
         f"`labeled_only`: the {args.labeled} labeled images alone (`supervised`); `full`: all 367 "
-        "labeled (reference). Every run: fast model from scratch, 400 iterations, CamVid val at "
-        "144x192.\n\n"
+        f"labeled (reference). Every run: fast model from scratch, {args.iters or 400} iterations, "
+        "CamVid val at 144x192.\n\n"
     )
     for seed in map(int, args.seeds.split(",")):
         for method in args.methods.split(","):

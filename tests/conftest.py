@@ -268,3 +268,37 @@ def tiny() -> SimpleNamespace:
         FOLDER_CLASSES=FOLDER_CLASSES,
         FOLDER_IDS=list(FOLDER_IDS),
     )
+
+
+# --- Pascal VOC 2012 (+ SBD) ----------------------------------------------------------------
+
+VOC_IDS = (0, 15, 255, 7, 20)  # background, person, boundary (ignored), car, tvmonitor
+VOC_TRAIN = ["2007_000032", "2007_000039"]
+VOC_VAL = ["2007_000033"]
+VOC_SBD_ONLY = ["2008_000002", "2008_000003"]  # SBD masks only: in train_aug, not in train
+
+
+@pytest.fixture
+def make_voc(tmp_path: Path) -> Callable[..., Path]:
+    """VOCdevkit/VOC2012: JPEGImages/*.jpg, palette-PNG SegmentationClass (VOC_IDS bands) for
+    train + val, ImageSets/Segmentation/{train,val}.txt; with ``aug``, SegmentationClassAug
+    (single-channel PNGs) for every image and two SBD-only images. Returns the VOCdevkit dir."""
+
+    def make(aug: bool = False) -> Path:
+        devkit = tmp_path / "VOCdevkit"
+        root = devkit / "VOC2012"
+        lists = root / "ImageSets" / "Segmentation"
+        lists.mkdir(parents=True)
+        lists.joinpath("train.txt").write_text("".join(f"{n}\n" for n in VOC_TRAIN))
+        lists.joinpath("val.txt").write_text("".join(f"{n}\n" for n in VOC_VAL))
+        names = VOC_TRAIN + VOC_VAL + (VOC_SBD_ONLY if aug else [])
+        for k, name in enumerate(names):
+            save(root / "JPEGImages" / f"{name}.jpg", random_image(k))
+            if name not in VOC_SBD_ONLY:
+                save(root / "SegmentationClass" / f"{name}.png", band_mask(VOC_IDS), palette=True)
+            if aug:  # SBD draws no boundary band: 255 becomes background here
+                sbd = band_mask([0 if i == 255 else i for i in VOC_IDS])
+                save(root / "SegmentationClassAug" / f"{name}.png", sbd)
+        return devkit
+
+    return make

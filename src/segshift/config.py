@@ -326,6 +326,9 @@ class EvalConfig:
         check=Check(_scales_ok, "a non-empty list of numbers in (0, 10]"), factory=lambda: [1.0]
     )
     subset: str | None = None
+    # also report miou_per_image: the mean over images of each image's mIoU (classes absent from
+    # an image's label and prediction skipped), beside the dataset-level miou
+    per_image_miou: bool = False
 
 
 @dataclass

@@ -15,6 +15,7 @@ def test_builtin_spaces_have_consistent_sizes():
         "synthia16": 16,
         "cityscapes_synthia19": 19,
         "synthia19": 19,
+        "voc": 21,
     }
 
 

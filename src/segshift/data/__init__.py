@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from segshift.data import camvid, cityscapes, folder, gta5, synthia  # noqa: F401  (registers)
+from segshift.data import camvid, cityscapes, folder, gta5, synthia, voc  # noqa: F401  (registers)
 from segshift.data.base import SampleFiles, SegDataset
 from segshift.data.label_space import (
     LabelSpace,

@@ -48,7 +48,8 @@ class SegDataset(Dataset):
         transform: ``(image, mask, seed) -> (image tensor, label tensor)``; defaults to
             conversion to a tensor only.
         n_labeled: keep a deterministic subset of this many samples (drawn with ``subset_seed``).
-        split_file: text file of sample names to keep (applied before ``n_labeled``).
+        split_file: text file of sample names to keep (applied before ``n_labeled``), in the
+            layouts of the published semi-supervised lists (see ``segshift.data.splits``).
         subset_seed: seed of the ``n_labeled`` subset.
         complement: keep the samples *not* in the ``n_labeled`` subset (the unlabeled rest).
         recrop_min_pixels: for keys that name a class (rare-class sampling), redraw the
@@ -104,6 +105,11 @@ class SegDataset(Dataset):
         assert sample.mask is not None
         return self.label_space.encode(read_mask(sample.mask))
 
+    def split_key(self, name: str) -> str:
+        """What a split file's entry is matched on: a sample name as written in the published
+        lists of this dataset maps to the same key as the dataset's own name. Default: itself."""
+        return name
+
     # -- shared helpers for subclasses ------------------------------------------------------
     def require_dir(self, path: Path) -> Path:
         """``path`` if it is a directory, else a DataError naming it."""
@@ -138,7 +144,9 @@ class SegDataset(Dataset):
             path = Path(split_file).expanduser()
             if not path.is_absolute() and not path.exists():
                 path = self.root / path
-            keep = keep_listed([f.name for f in files], read_split_file(path), path)
+            keep = keep_listed(
+                [f.name for f in files], read_split_file(path), path, key=self.split_key
+            )
             files = [files[i] for i in keep]
         if n_labeled is not None:
             try:

@@ -7,6 +7,9 @@ Layout::
     root/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png   (optional)
 
 labelIds are mapped to the 19 train ids; a ``labelTrainIds`` file, when present, is used as is.
+Split files (``split_file``) may name frames as UniMatch (``leftImg8bit/train/aachen/
+aachen_000000_000019_leftImg8bit.png gtFine/...``) or CPS (``/images/train/aachen_000000_000019.png``)
+do: entries are matched on ``<city>_<sequence>_<frame>``.
 SYNTHIA -> Cityscapes protocols: ``label_space="cityscapes16"`` keeps SYNTHIA's 16 classes
 (AdaptSegNet / ADVENT: mIoU over 16, ``miou_13`` over 13); ``"cityscapes_synthia19"`` keeps all 19
 and also reports ``miou_16`` and ``miou_13`` (DACS, whose SYNTHIA source uses ``synthia19``).
@@ -14,6 +17,7 @@ and also reports ``miou_16`` and ``miou_13`` (DACS, whose SYNTHIA source uses ``
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,9 @@ from segshift.registry import DATASETS
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 _TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
 _LABEL_SPACES = ("cityscapes", "cityscapes16", "cityscapes_synthia19")
+# <city>_<sequence>_<frame>: what every published split list names, whatever suffix follows
+# (UniMatch: _leftImg8bit; CPS: none; its labels: _gtFine, _gtFine_labelTrainIds).
+_FRAME_ID = re.compile(r"^(.+?_\d{6}_\d{6})(?:_.*)?$")
 
 
 @DATASETS.register("cityscapes")
@@ -60,6 +67,12 @@ class CityscapesDataset(SegDataset):
             return stem.with_name(stem.name + "_gtFine_labelIds.png")
 
         return self.pair(sorted(image_dir.glob(f"*/*{_IMAGE_SUFFIX}")), mask_of)
+
+    def split_key(self, name: str) -> str:
+        """``aachen_000000_000019`` for ``aachen_000000_000019_leftImg8bit`` and the bare name, so
+        the split lists of UniMatch/U2PL and of CPS (no suffix) both match."""
+        match = _FRAME_ID.match(name)
+        return match.group(1) if match else name
 
     def read_label(self, sample: SampleFiles) -> np.ndarray:
         assert sample.mask is not None

@@ -205,6 +205,15 @@ CAMVID_PALETTE: list[RGB] = [
 ]  # fmt: skip
 
 
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+# Pascal VOC draws index 255 (object boundaries and "difficult" regions) in this colour.
+VOC_BOUNDARY_COLOR: RGB = (224, 224, 192)
+
+
 def _cityscapes() -> LabelSpace:
     return LabelSpace(
         "cityscapes",
@@ -262,6 +271,19 @@ def _camvid() -> LabelSpace:
     )
 
 
+def _voc() -> LabelSpace:
+    """Pascal VOC 2012: background + 20 object classes; masks hold the train ids (index 255, the
+    boundary band, is ignored); the palette is VOC's bit-interleaved colour map."""
+    palette = [(0, 0, 0)] + [_default_color(i) for i in range(len(VOC_CLASSES) - 1)]
+    return LabelSpace(
+        "voc",
+        VOC_CLASSES,
+        palette,
+        {i: i for i in range(len(VOC_CLASSES))},
+        void_colors=(VOC_BOUNDARY_COLOR,),
+    )
+
+
 _BUILTIN = {
     "cityscapes": _cityscapes,
     "cityscapes16": _cityscapes16,
@@ -269,6 +291,7 @@ _BUILTIN = {
     "cityscapes_synthia19": _cityscapes_synthia19,
     "synthia19": _synthia19,
     "camvid": _camvid,
+    "voc": _voc,
 }
 
 
@@ -278,8 +301,8 @@ def label_space_names() -> list[str]:
 
 
 def get_label_space(name: str) -> LabelSpace:
-    """A built-in label space: ``cityscapes``, ``cityscapes16``, ``synthia16``, ``camvid``, and
-    the 19-class SYNTHIA protocol (DACS): ``synthia19`` with target ``cityscapes_synthia19``."""
+    """A built-in label space: ``cityscapes``, ``cityscapes16``, ``synthia16``, ``camvid``, ``voc``,
+    and the 19-class SYNTHIA protocol (DACS): ``synthia19`` with target ``cityscapes_synthia19``."""
     if name not in _BUILTIN:
         known = label_space_names()
         raise ConfigError(

@@ -1,13 +1,27 @@
-"""Choosing which samples of a dataset to use: split files and deterministic labeled subsets."""
+"""Choosing which samples of a dataset to use: split files and deterministic labeled subsets.
+
+Split files are read in the layouts the semi-supervised literature publishes, so its lists work
+as they are:
+
+- UniMatch (Cityscapes): ``leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png
+  gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png``;
+- CPS / TorchSemiSeg (Cityscapes): ``/images/train/aachen_000000_000019.png<TAB>...``;
+- UniMatch (VOC): ``JPEGImages/2007_000032.jpg SegmentationClass/2007_000032.png``;
+- CPS / U2PL (VOC) and ``ImageSets/Segmentation/*.txt``: ``2007_000032``.
+
+Only a line's first token (the image) is read; its stem is matched against the dataset's
+sample names through the dataset's ``split_key`` (Cityscapes drops ``_leftImg8bit``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
 from typing import Protocol, TypeVar
 
 import numpy as np
 
+from segshift.data.io import IMAGE_SUFFIXES
 from segshift.errors import DataError
 
 
@@ -19,13 +33,24 @@ class _Named(Protocol):
 T = TypeVar("T", bound=_Named)
 
 
+def split_entry_name(entry: str) -> str:
+    """The sample name of a split-file token: its last path component without an image suffix.
+
+    ``JPEGImages/2007_000032.jpg`` -> ``2007_000032``; ``2007_000032`` and names holding dots
+    (``scene.v2``) are kept as they are, because only known image suffixes are removed.
+    """
+    name = PurePosixPath(entry.replace("\\", "/")).name
+    stem, dot, suffix = name.rpartition(".")
+    return stem if dot and f".{suffix.lower()}" in IMAGE_SUFFIXES else name
+
+
 def read_split_file(path: Path) -> list[str]:
     """Sample names listed in a split file, one per line.
 
-    A line may hold a bare name (``aachen_000000_000019_leftImg8bit``), a file name or a path;
-    only the first whitespace-separated token is used and its stem is the name, so the
-    ``image_path label_path`` lists of UniMatch/CPS work unchanged. Blank lines and ``#``
-    comments are skipped.
+    A line may hold a bare name (``aachen_000000_000019_leftImg8bit``), a file name or a path,
+    optionally followed by the label's path (``image_path label_path``, space or tab): only the
+    first token is used, see :func:`split_entry_name`. Blank lines and ``#`` comments are
+    skipped.
     """
     if not path.is_file():
         raise DataError(f"split file {path} does not exist")
@@ -33,7 +58,7 @@ def read_split_file(path: Path) -> list[str]:
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            names.append(Path(line.split()[0]).stem)
+            names.append(split_entry_name(line.split()[0]))
     if not names:
         raise DataError(f"split file {path} lists no samples")
     return names
@@ -50,16 +75,34 @@ def subset_indices(count: int, n: int, seed: int) -> list[int]:
     return sorted(int(i) for i in order[:n])
 
 
-def keep_listed(names: Sequence[str], listed: Sequence[str], split_file: Path) -> list[int]:
-    """Indices of ``names`` that appear in ``listed``; every listed name must exist."""
-    position = {name: i for i, name in enumerate(names)}
-    missing = [name for name in listed if name not in position]
+def keep_listed(
+    names: Sequence[str],
+    listed: Sequence[str],
+    split_file: Path,
+    key: Callable[[str], str] | None = None,
+) -> list[int]:
+    """Indices of ``names`` that appear in ``listed``; every listed name must exist.
+
+    ``key`` maps both the dataset's names and the listed ones to what is compared (a dataset's
+    ``split_key``: Cityscapes compares ``aachen_000000_000019`` whatever the suffix).
+    """
+    key = key or (lambda name: name)
+    position: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        position.setdefault(key(name), []).append(i)
+    missing = [name for name in listed if key(name) not in position]
     if missing:
         raise DataError(
             f"split file {split_file}: {len(missing)} listed samples are not in the dataset, "
             f"e.g. {missing[:3]}"
         )
-    return sorted({position[name] for name in listed})
+    ambiguous = next((position[key(n)] for n in listed if len(position[key(n)]) > 1), None)
+    if ambiguous is not None:
+        raise DataError(
+            f"split file {split_file}: samples {[names[i] for i in ambiguous]} share the name "
+            f"'{key(names[ambiguous[0]])}', so the list cannot tell them apart"
+        )
+    return sorted({position[key(name)][0] for name in listed})
 
 
 def named_split(files: Sequence[T], root: Path, split: str) -> list[T]:

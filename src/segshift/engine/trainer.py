@@ -784,6 +784,7 @@ class Trainer:
             all_reduce=lambda t: self.fabric.all_reduce(t, reduce_op="sum"),
             progress=progress,
             subset=self.label_space.subsets.get(ev.subset) if ev.subset else None,
+            per_image=ev.per_image_miou,
         )
         iou = torch.tensor(result["iou"], dtype=torch.float64)
         for name, ids in self.label_space.subsets.items():  # e.g. SYNTHIA's 13 of 16 classes

@@ -3,15 +3,18 @@
 from segshift.evaluation.confusion import ConfusionMatrix
 from segshift.evaluation.evaluate import evaluate
 from segshift.evaluation.inference import predict
+from segshift.evaluation.per_image import PerImageMeanIoU, per_image_iou
 from segshift.evaluation.tables import MetricsTable
 from segshift.evaluation.visualise import colorize, overlay, save_prediction
 
 __all__ = [
     "ConfusionMatrix",
     "MetricsTable",
+    "PerImageMeanIoU",
     "colorize",
     "evaluate",
     "overlay",
+    "per_image_iou",
     "predict",
     "save_prediction",
 ]

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from segshift.errors import SegshiftError
 from segshift.evaluation.confusion import ConfusionMatrix
 from segshift.evaluation.inference import predict
+from segshift.evaluation.per_image import PerImageMeanIoU
 
 
 def evaluate(
@@ -28,6 +29,7 @@ def evaluate(
     all_reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
     progress: bool = False,
     subset: Sequence[int] | None = None,
+    per_image: bool = False,
 ) -> dict:
     """Accumulate a confusion matrix over ``loader`` and compute the metrics.
 
@@ -45,14 +47,21 @@ def evaluate(
         all_reduce: sums a tensor across ranks (see :meth:`ConfusionMatrix.all_reduce`).
         progress: show a tqdm bar.
         subset: class ids that ``miou`` averages over (e.g. SYNTHIA-13).
+        per_image: also compute ``miou_per_image``, the mean over images of each image's mIoU
+            (:mod:`segshift.evaluation.per_image` states the conventions), over ``subset`` too.
 
     Returns:
         :meth:`ConfusionMatrix.compute`'s dict plus ``confusion_matrix``: the (C, C) int64
-        CPU tensor indexed [target, pred].
+        CPU tensor indexed [target, pred]; with ``per_image``, ``miou_per_image`` (a fraction).
     """
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    image_scores = (
+        PerImageMeanIoU(num_classes, ignore_index=ignore_index, subset=subset, device=device)
+        if per_image
+        else None
+    )
     was_training = model.training
     model.eval()
     try:
@@ -70,12 +79,20 @@ def evaluate(
                 scales=scales,
                 output_size=tuple(label.shape[-2:]),
             )
-            matrix.update(probs.argmax(dim=1), label)
+            prediction = probs.argmax(dim=1)
+            matrix.update(prediction, label)
+            if image_scores is not None:
+                image_scores.update(prediction, label)
     finally:
         model.train(was_training)
     if all_reduce is not None:
         matrix.all_reduce(all_reduce)
-    return {**matrix.compute(subset), "confusion_matrix": matrix.matrix.cpu()}
+        if image_scores is not None:
+            image_scores.all_reduce(all_reduce)
+    result = {**matrix.compute(subset), "confusion_matrix": matrix.matrix.cpu()}
+    if image_scores is not None:
+        result["miou_per_image"] = image_scores.compute()
+    return result
 
 
 def _batches(loader: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[Mapping[str, torch.Tensor]]:

@@ -7,6 +7,7 @@ arrow (AdaptSegNet / ADVENT)::
     ===>road:       96.45
     ===>sidewalk:   74.21
     ===> mIoU: 68.03
+    ===> mIoU per image: 61.50      (only with eval.per_image_miou)
 
 grid::
 
@@ -74,6 +75,8 @@ class MetricsTable:
             for i in self.class_ids
         ]
         lines.append(f"===> mIoU: {percent(self.result['miou'])}")
+        if "miou_per_image" in self.result:
+            lines.append(f"===> mIoU per image: {percent(self.result['miou_per_image'])}")
         return "\n".join(lines)
 
     def grid(self) -> str:
@@ -86,6 +89,8 @@ class MetricsTable:
             ("pixAcc", "", percent(self.result["pixel_accuracy"])),
             ("mIoU", "", percent(self.result["miou"])),
         ]
+        if "miou_per_image" in self.result:
+            summary.append(("mIoU/image", "", percent(self.result["miou_per_image"])))
         widths = [max(len(row[k]) for row in [header, *body, *summary]) for k in range(3)]
         rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
@@ -107,6 +112,8 @@ class MetricsTable:
         ]
         lines.append(f"|  | **pixAcc** | {percent(self.result['pixel_accuracy'])} |  |")
         lines.append(f"|  | **mIoU** | {percent(self.result['miou'])} |  |")
+        if "miou_per_image" in self.result:
+            lines.append(f"|  | **mIoU per image** | {percent(self.result['miou_per_image'])} |  |")
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike) -> Path:

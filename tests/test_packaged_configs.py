@@ -19,13 +19,14 @@ CONFIGS = sorted(
 
 @pytest.fixture
 def dataset_roots(
-    make_cityscapes, make_gta5, make_synthia, make_camvid, folder_factory, tmp_path
+    make_cityscapes, make_gta5, make_synthia, make_camvid, make_voc, folder_factory, tmp_path
 ) -> dict[str, Path]:
     return {
         "cityscapes": make_cityscapes(),
         "gta5": make_gta5(),
         "synthia": make_synthia(),
         "camvid": make_camvid(),
+        "voc": make_voc(aug=True) / "VOC2012",
         "folder": folder_factory(tmp_path / "folder"),
     }
 

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segshift.data.io import read_image, read_mask
-from segshift.data.label_space import LabelSpace
+from segshift.data.label_space import IGNORE_INDEX, LabelSpace
 from segshift.data.splits import keep_listed, read_split_file, subset_indices
 from segshift.errors import DataError
 from segshift.transforms import build_transform
@@ -206,16 +206,28 @@ class SegDataset(Dataset):
         if index < 0:
             index += len(self)
         image, label = self.load(index)
+        if label is None:
+            # an unlabeled image goes through the pipeline with an all-zero mask, so that the
+            # pixels a crop pads (mask 255) are known: ``valid`` is False there (UniMatch ignores
+            # padding in its unlabeled loss). Only when the mask kept the image's size (training)
+            pad = np.zeros(image.shape[:2], np.uint8)
+            image_tensor, pad_tensor = self._augment(image, pad, seed, None)
+            sample = self._sample(image_tensor, index)
+            if pad_tensor is not None and pad_tensor.shape == image_tensor.shape[-2:]:
+                sample["valid"] = pad_tensor != IGNORE_INDEX
+            return sample
         image_tensor, label_tensor = self._augment(image, label, seed, focus)
-        sample: dict[str, Any] = {
-            "image": image_tensor,
+        sample = self._sample(image_tensor, index)
+        sample["label"] = label_tensor
+        return sample
+
+    def _sample(self, image: torch.Tensor, index: int) -> dict[str, Any]:
+        return {
+            "image": image,
             "domain": self.domain,
             "name": self.files[index].name,
             "index": index,
         }
-        if label_tensor is not None:
-            sample["label"] = label_tensor
-        return sample
 
     def __repr__(self) -> str:
         kind = "labeled" if self.labeled else "unlabeled"

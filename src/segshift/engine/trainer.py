@@ -211,7 +211,7 @@ class Trainer:
         self.num_classes = self.label_space.num_classes
         self.method = build_method(cfg, self.num_classes)
         for name in self.method.streams:
-            if name not in cfg.data.streams:
+            if self.method.stream_config(cfg.data.streams, name) is None:
                 known = ", ".join(cfg.data.streams) or "none"
                 raise ConfigError(
                     f"method '{cfg.method.name}' needs the data stream '{name}': set "
@@ -273,7 +273,7 @@ class Trainer:
     def _build_streams(self) -> dict[str, Stream]:
         streams = {}
         for index, name in enumerate(self.method.streams):
-            stream_cfg = self.cfg.data.streams[name]
+            stream_cfg = self.method.stream_config(self.cfg.data.streams, name)
             dataset = build_dataset(stream_cfg, train=True)
             names = list(dataset.label_space.class_names)
             if dataset.labeled and names != list(self.label_space.class_names):
@@ -628,7 +628,7 @@ class Trainer:
         for name, stream in self.streams.items():
             # say how often each stream's images repeat: a few labeled images cycled against
             # many unlabeled ones are seen far more often, and the log should say so
-            size, batch = len(stream.dataset), int(cfg.data.streams[name].batch_size)
+            size, batch = len(stream.dataset), stream.batch_size
             passes = cfg.train.iters * batch * self.fabric.world_size / max(size, 1)
             labels = "labeled" if getattr(stream.dataset, "labeled", True) else "unlabeled"
             logger.message(

@@ -34,6 +34,10 @@ class Method(nn.Module):
     """Base class of training methods (see the module docstring)."""
 
     streams: ClassVar[tuple[str, ...]] = ()
+    # a stream that, when data.streams has no entry of its name, is a second, independent pass
+    # over another stream's data (its own shuffle and augmentation): UniMatch's ``loader_u_mix``,
+    # CPS+CutMix's second unlabeled batch. {"unlabeled_mix": "unlabeled"}
+    stream_defaults: ClassVar[dict[str, str]] = {}
     Params: ClassVar[type] = NoParams
 
     def __init__(self, cfg: DictConfig, num_classes: int, ignore_index: int = 255) -> None:
@@ -42,6 +46,14 @@ class Method(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.params: Any = to_dataclass(cfg.method.params, self.Params, "method.params")
+
+    def stream_config(self, data_streams: Any, name: str) -> Any:
+        """The config of stream ``name``: ``data.streams.<name>``, else that of the stream it
+        defaults to (``stream_defaults``); None when neither is configured."""
+        if name in data_streams:
+            return data_streams[name]
+        fallback = self.stream_defaults.get(name)
+        return data_streams[fallback] if fallback in data_streams else None
 
     def check_choices(self, **choices: tuple[str, ...]) -> None:
         """ConfigError naming ``method.params.<key>`` when a param is not one of its choices."""

@@ -174,3 +174,39 @@ def mixed_batch(
     label = mix(mask, source["label"], pseudo.label)
     weight = mix(mask, torch.ones_like(pseudo.weight), pseudo.weight)
     return image, label, weight
+
+
+def box_masks(
+    batch: int,
+    size: tuple[int, int],
+    generator: torch.Generator,
+    *,
+    prop_range: tuple[float, float] = (0.25, 0.5),
+    n_boxes: int = 3,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """CPS+CutMix's ``BoxMaskGenerator`` (prop_by_area, random aspect ratio, within bounds,
+    invert): (B,H,W) float masks that start at 0; each of ``n_boxes`` boxes toggles its region
+    (overlaps flip back). Box k of image i covers an area share a ~ U(prop_range) / n_boxes:
+    height share y = exp(U(0,1) ln a), width share a / y, both times sqrt(1 / n_boxes), rounded
+    to pixels, at a position round((size - box) U(0,1)). 1 = take the second unlabeled batch."""
+    height, width = size
+    shape = torch.tensor([height, width], dtype=torch.float64)
+    props = torch.empty(batch, n_boxes, dtype=torch.float64).uniform_(
+        *prop_range, generator=generator
+    )
+    y_props = torch.exp(
+        torch.rand(batch, n_boxes, generator=generator, dtype=torch.float64) * props.log()
+    )
+    x_props = props / y_props
+    scale = math.sqrt(1.0 / n_boxes)
+    sizes = torch.round(torch.stack((y_props, x_props), dim=2) * scale * shape)
+    corner = torch.rand(batch, n_boxes, 2, generator=generator, dtype=torch.float64)
+    starts = torch.round((shape - sizes) * corner)
+    masks = torch.zeros(batch, height, width, device=device)
+    for i in range(batch):
+        for (y0, x0), (h, w) in zip(
+            starts[i].long().tolist(), sizes[i].long().tolist(), strict=True
+        ):
+            masks[i, y0 : y0 + h, x0 : x0 + w] = 1 - masks[i, y0 : y0 + h, x0 : x0 + w]
+    return masks

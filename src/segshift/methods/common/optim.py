@@ -48,9 +48,16 @@ def official_repeat_counts(encoder: nn.Module) -> dict[str, int]:
 
 
 def param_groups(
-    model: nn.Module, lr: float, head_lr_mult: float, official_repeats: bool = False
+    model: nn.Module,
+    lr: float,
+    head_lr_mult: float,
+    official_repeats: bool = False,
+    extra_heads: tuple[nn.Module, ...] = (),
 ) -> list[dict[str, Any]]:
     """Backbone (``model.encoder``) at ``lr``, everything else at ``lr * head_lr_mult``.
+
+    ``extra_heads``: a method's own heads on the model's features (a projection head, CCT's
+    auxiliary decoders) join the head group.
 
     With ``official_repeats`` the backbone group also gets ``repeats``: one int per parameter,
     from :func:`official_repeat_counts`. Only :class:`RepeatSGD` reads it, and
@@ -64,6 +71,7 @@ def param_groups(
     encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
     backbone = [p for p in model.parameters() if p.requires_grad and id(p) in encoder_ids]
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    head += [p for extra in extra_heads for p in extra.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [
         {"params": backbone, "lr": lr, "name": "backbone"},
         {"params": head, "lr": lr * head_lr_mult, "name": "head"},
@@ -195,10 +203,17 @@ def build_optimizer(cfg: Any, groups: list[dict[str, Any]]) -> torch.optim.Optim
     raise ConfigError(f"unknown optimizer 'optim.name={cfg.name}' (known: sgd, adamw, adam)")
 
 
-def segmenter_optimizer(model: nn.Module, optim_cfg: Any) -> torch.optim.Optimizer:
-    """The ``optim`` config's optimizer over a segmentation model: backbone at ``lr``, head at
-    ``lr * head_lr_mult``, with ``official_param_repeats`` (what every method's student uses)."""
+def segmenter_optimizer(
+    model: nn.Module, optim_cfg: Any, extra_heads: tuple[nn.Module, ...] = ()
+) -> torch.optim.Optimizer:
+    """The ``optim`` config's optimizer over a segmentation model: backbone at ``lr``, head (and
+    the method's ``extra_heads``) at ``lr * head_lr_mult``, with ``official_param_repeats`` (what
+    every method's student uses)."""
     groups = param_groups(
-        model, optim_cfg.lr, optim_cfg.head_lr_mult, optim_cfg.official_param_repeats
+        model,
+        optim_cfg.lr,
+        optim_cfg.head_lr_mult,
+        optim_cfg.official_param_repeats,
+        extra_heads,
     )
     return build_optimizer(optim_cfg, groups)

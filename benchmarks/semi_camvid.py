@@ -31,7 +31,7 @@ def config_for(method: str, n_labeled: int, seed: int, out: Path, iters: int | N
         f"data.val.root={CAMVID}",
         f"output_dir={out}",
         f"seed={seed}",
-        f"name={method}_n{n_labeled}_s{seed}",
+        f"name={method}_n{n_labeled}_s{seed}" + (f"_{iters}it" if iters else ""),
         "train.resume=false",
         "train.progress=plain",
     ]

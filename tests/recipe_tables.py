@@ -368,6 +368,27 @@ def _daformer_common(source_resize: list[int], resize_cite: str) -> list[Row]:
 
 # --- The table -----------------------------------------------------------------------------------
 
+
+def _unimatch_network() -> list[Row]:
+    """The DeepLabV3+ ResNet-101 of the UniMatch repository (recipes/cityscapes_1_8_labeled_only)."""
+    return [
+        ("model.arch", "deeplabv3plus", "UM V DeepLabV3Plus"),
+        ("model.encoder", "tu-resnet101s", "UM R: deep stem"),
+        ("model.params.encoder_output_stride", 16, "UM Y replace_stride_with_dilation F,F,T"),
+        ("model.params.decoder_atrous_rates", [6, 12, 18], "UM Y dilations"),
+        ("model.normalization.preset", "imagenet", "UM X normalize"),
+        ("model.align_corners", True, "UM V: align_corners=True"),
+        ("model.encoder_weights", None, "init file is user-supplied (expected_weights)"),
+        ("optim.name", "sgd", "UM: SGD"),
+        ("optim.momentum", 0.9, "UM: momentum=0.9"),
+        ("optim.weight_decay", 1e-4, "UM: weight_decay=1e-4"),
+        ("schedule.power", 0.9, "UM: ** 0.9"),
+        ("train.devices", 4, "UM README: 4 GPUs"),
+        ("data.streams.labeled.scale_range", [0.5, 2.0], "UM X resize(img, mask, (0.5, 2.0))"),
+        ("data.streams.unlabeled.scale_range", [0.5, 2.0], "UM X resize(img, mask, (0.5, 2.0))"),
+    ]
+
+
 RECIPES: dict[str, dict[str, Any]] = {
     # ASN Table 1, ResNet-101 "without adaptation": 36.6 mIoU (19 classes).
     "recipes/gta5_cityscapes_source_only": {
@@ -654,6 +675,55 @@ RECIPES: dict[str, dict[str, Any]] = {
             ("data.val.resize", [512, 1024], "E resize_size (1024, 512)"),
             ("eval.flip", True, "E: fliplr of each input added"),
             ("eval.scales", [1.0, 1.25], "E: testloader (1024x512) + testloader2 (x 1.25)"),
+        ],
+    },
+    # UM README, Cityscapes table, ResNet-101 "UniMatch (Ours)", 1/8: 77.9 mIoU.
+    "recipes/cityscapes_1_8_unimatch": {
+        "number": "77.9",
+        "init": "resnet101.pth",
+        "rows": [
+            *_unimatch_network(),
+            ("method.name", "unimatch", "UM unimatch.py"),
+            ("method.params.threshold", 0.0, "Y conf_thresh: 0"),
+            ("method.params.weight_s1", 0.25, "UM unimatch.py: loss_u_s1 * 0.25"),
+            ("method.params.weight_s2", 0.25, "UM unimatch.py: loss_u_s2 * 0.25"),
+            ("method.params.weight_fp", 0.5, "UM unimatch.py: loss_u_w_fp * 0.5"),
+            ("method.params.fp_dropout", 0.5, "V: nn.Dropout2d(0.5)"),
+            ("method.params.cutmix_p", 0.5, "X obtain_cutmix_box(p=0.5)"),
+            ("method.params.augment.jitter", 0.5, "X ColorJitter(0.5, 0.5, 0.5, 0.25)"),
+            ("method.params.augment.grayscale_p", 0.2, "X RandomGrayscale(p=0.2)"),
+            ("method.params.augment.blur_sigma", [0.1, 2.0], "X blur: sigma U(0.1, 2.0)"),
+            ("method.params.labeled.ohem", True, "Y criterion OHEM"),
+            ("method.params.labeled.ohem_min_kept", 200_000, "Y criterion min_kept"),
+            ("data.streams.labeled.n_labeled", 372, "UM splits/cityscapes/1_8/labeled.txt"),
+            ("data.streams.labeled.batch_size", 2, "Y batch_size: 2 per GPU"),
+            ("data.streams.unlabeled.batch_size", 2, "Y batch_size: 2 per GPU"),
+            ("data.streams.unlabeled.complement", True, "UM splits/cityscapes/1_8/unlabeled.txt"),
+            ("data.streams.unlabeled.crop_size", [801, 801], "Y crop_size"),
+            ("optim.lr", 0.005, "Y lr"),
+            ("optim.head_lr_mult", 1.0, "Y lr_multi"),
+            ("train.iters", 78_000, "UM: len(loader_u) x Y epochs = (ceil(2603/4) // 2) x 240"),
+            ("eval.mode", "slide_unimatch", "UM evaluate(mode='sliding_window')"),
+        ],
+    },
+    # UM README, Pascal VOC 2012 table, "UniMatch (Ours)", Full (1464): 81.2 mIoU.
+    "recipes/voc_1464_unimatch": {
+        "number": "81.2",
+        "init": "resnet101.pth",
+        "rows": [
+            *_unimatch_network(),
+            ("method.name", "unimatch", "UM unimatch.py"),
+            ("method.params.threshold", 0.95, "UM configs/pascal.yaml conf_thresh"),
+            ("method.params.labeled.ohem", False, "UM configs/pascal.yaml criterion CELoss"),
+            ("data.streams.labeled.name", "voc", "UM README: Pascal VOC 2012"),
+            ("data.streams.labeled.split", "train", "UM splits/pascal/1464/labeled.txt"),
+            ("data.streams.unlabeled.split", "train_aug", "UM splits/pascal/1464/unlabeled.txt"),
+            ("data.streams.labeled.crop_size", [321, 321], "UM configs/pascal.yaml crop_size"),
+            ("data.streams.labeled.batch_size", 2, "UM configs/pascal.yaml batch_size"),
+            ("optim.lr", 0.001, "UM configs/pascal.yaml lr"),
+            ("optim.head_lr_mult", 10, "UM configs/pascal.yaml lr_multi"),
+            ("train.iters", 91_120, "UM: (ceil(9118/4) // 2) x 80 epochs"),
+            ("eval.mode", "whole", "UM unimatch.py: eval_mode 'original' for Pascal"),
         ],
     },
 }

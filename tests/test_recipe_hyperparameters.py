@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+import segshift.methods  # noqa: F401  (registers the methods)
 from recipe_tables import RECIPES
-from segshift.config import load_config, packaged_configs
+from segshift.config import load_config, packaged_configs, to_dataclass
+from segshift.registry import METHODS
 
 CASES = [
     pytest.param(recipe, key, value, id=f"{recipe.split('/')[-1]}:{key}")
@@ -30,8 +32,14 @@ def _load(recipe: str) -> DictConfig:  # each recipe is read once
 
 
 def _value(recipe: str, key: str) -> Any:
+    """The config's value; a method parameter the recipe leaves at its default: the default."""
     cfg = _load(recipe)
     value = OmegaConf.select(cfg, key, default="<missing>")
+    if value == "<missing>" and key.startswith("method.params."):
+        value = to_dataclass(cfg.method.params, METHODS.get(cfg.method.name).Params, "params")
+        for part in key.removeprefix("method.params.").split("."):
+            value = getattr(value, part)
+        return value
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 

@@ -490,7 +490,8 @@ def _validate_node(node: DictConfig, prefix: str, where: Callable[[str], str]) -
                 f"'{prefix}{failure[0]}': {failure[1]}"
             )
     for key in node:
-        if not OmegaConf.is_missing(node, key):
+        # an interpolation is checked where it points (it may point at a value still missing)
+        if not OmegaConf.is_missing(node, key) and not OmegaConf.is_interpolation(node, key):
             child = node[key]
             if isinstance(child, DictConfig):
                 _validate_node(child, f"{prefix}{key}.", where)

@@ -4,7 +4,9 @@ Layout (directory names are options)::
 
     root/images/<name>.<jpg|png|...>
     root/masks/<name>.png            (not needed with labeled: false)
-    root/classes.yaml                (optional, see below)
+    root/<name>.<jpg|png|...>        (labeled: false only: a plain folder of images)
+    root/classes.yaml                (optional, see below; options.classes_from names another
+                                      folder's, e.g. a validation folder that shares the classes)
 
 If ``root/<split>/images`` exists, ``root/<split>`` is used as the root (``classes.yaml`` may
 be in either). Classes come from
@@ -56,6 +58,7 @@ class FolderDataset(SegDataset):
         label_space: str | None = None,
         mask_format: str = "auto",
         void_colors: Sequence[Sequence[int]] = (),
+        classes_from: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
         if mask_format not in MASK_FORMATS:
@@ -68,6 +71,12 @@ class FolderDataset(SegDataset):
         if (split_root / image_dir).is_dir():
             root = split_root
             self._classes_files.insert(0, root / "classes.yaml")
+        if classes_from is not None:  # another folder's classes.yaml (or that file itself)
+            given = Path(classes_from).expanduser()
+            given = given / "classes.yaml" if given.is_dir() else given
+            if not given.is_file():
+                raise ConfigError(f"options.classes_from: no classes file at {given}")
+            self._classes_files.append(given)
         self.image_dir, self.mask_dir, self.mask_format = image_dir, mask_dir, mask_format
         self._classes, self._label_space_name = classes, label_space
         self._void_colors = tuple(tuple(int(c) for c in color) for color in void_colors)
@@ -112,7 +121,10 @@ class FolderDataset(SegDataset):
         return replace(space, void_colors=space.void_colors + self._void_colors)
 
     def find_files(self) -> list[SampleFiles]:
-        images = list_images(self.require_dir(self.root / self.image_dir))
+        image_dir = self.root / self.image_dir
+        if not self.labeled and not image_dir.is_dir() and any(_images_in(self.root)):
+            image_dir = self.root  # unlabeled: a plain folder of images will do
+        images = list_images(self.require_dir(image_dir))
         mask_dir = self.root / self.mask_dir
         if self.labeled:
             self.require_dir(mask_dir)
@@ -129,6 +141,10 @@ class FolderDataset(SegDataset):
         if mask.ndim == 3:
             return self.label_space.decode_rgb(mask, sample.mask)
         return self.label_space.encode(mask) if self._maps_raw_ids else mask
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return [p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _read_classes_file(path: Path) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class Method(nn.Module):
         if name in data_streams:
             return data_streams[name]
         fallback = self.stream_defaults.get(name)
-        return data_streams[fallback] if fallback in data_streams else None
+        return data_streams.get(fallback) if fallback else None
 
     def check_choices(self, **choices: tuple[str, ...]) -> None:
         """ConfigError naming ``method.params.<key>`` when a param is not one of its choices."""

@@ -727,3 +727,230 @@ RECIPES: dict[str, dict[str, Any]] = {
         ],
     },
 }
+
+
+# Rows for tests/recipe_tables.py (U2PL). Legend line to add to the header comment:
+#   U2    Wang et al., CVPR 2022 (U2PL); repo Haochen-Wang409/U2PL (HEAD ab3d2be)
+#         C = experiments/cityscapes/744/ours/config.yaml, P = experiments/pascal/1464/ours/
+#         config.yaml, T = train_semi.py, L = u2pl/utils/loss_helper.py, Q = u2pl/utils/utils.py,
+#         A = u2pl/dataset/augmentation.py, S = u2pl/dataset/{cityscapes,pascal_voc}.py,
+#         R = u2pl/models/resnet.py, D = u2pl/models/decoder.py, E = eval.py + C-dir eval.sh,
+#         README
+
+
+def _u2pl_common(y: str) -> list[Row]:
+    """What the two U2PL recipes share; ``y`` names the config file (C or P)."""
+    return [
+        ("model.arch", "deeplabv3plus", f"U2 {y} decoder dec_deeplabv3_plus"),
+        ("model.encoder", "tu-resnet101s", "U2 R ResNet: deep stem 3->64 s2, 64->64, 64->128"),
+        ("model.params.encoder_output_stride", 8, f"U2 {y} replace_stride_with_dilation F,T,T"),
+        ("model.params.decoder_atrous_rates", [12, 24, 36], f"U2 {y} decoder dilations"),
+        ("model.params.decoder_aspp_separable", False, "U2 base.py ASPP: plain convs"),
+        ("model.params.decoder_aspp_dropout", 0.1, "U2 D head: Dropout2d(0.1) after the ASPP"),
+        ("model.normalization.preset", "imagenet", f"U2 {y} mean/std 123.675.. / 58.395.."),
+        ("model.align_corners", True, "U2 T/D/E F.interpolate(align_corners=True)"),
+        ("model.encoder_weights", None, "init is user-supplied (expected_weights)"),
+        ("method.name", "u2pl", "U2 T"),
+        ("method.params.alpha", 0.99, f"U2 {y} net.ema_decay"),
+        ("method.params.ema_parameters_only", True, "U2 T EMA over model_teacher.parameters()"),
+        ("method.params.teacher_train_mode", True, "U2 T model_teacher.train() second pass"),
+        ("method.params.cutmix_p", 0.5, "U2 T np.random.uniform(0, 1) < 0.5"),
+        ("method.params.drop_percent", 80, f"U2 {y} unsupervised.drop_percent"),
+        ("method.params.unsup_weight", 1.0, "U2 T unsupervised loss_weight default 1"),
+        ("method.params.contra_weight", 1.0, "U2 T contrastive loss_weight default 1"),
+        ("method.params.low_entropy_threshold", 20, f"U2 {y} contrastive.low_entropy_threshold"),
+        ("method.params.low_rank", 3, f"U2 {y} contrastive.low_rank"),
+        ("method.params.high_rank", 20, f"U2 {y} contrastive.high_rank"),
+        ("method.params.current_class_threshold", 0.3, f"U2 {y} current_class_threshold"),
+        (
+            "method.params.current_class_negative_threshold",
+            1.0,
+            f"U2 {y} current_class_negative_threshold",
+        ),
+        ("method.params.num_queries", 256, f"U2 {y} contrastive.num_queries"),
+        ("method.params.num_negatives", 50, f"U2 {y} contrastive.num_negatives"),
+        ("method.params.temperature", 0.5, f"U2 {y} contrastive.temperature"),
+        ("method.params.proj_dim", 256, "U2 D representation: 256 channels"),
+        ("method.params.proj_dropout", 0.1, "U2 D representation: Dropout2d(0.1)"),
+        ("method.params.queue_size", 30_000, "U2 T queue_size.append(30000)"),
+        ("method.params.queue_size_first", 50_000, "U2 T queue_size[0] = 50000"),
+        ("method.params.official_negative_label", True, "U2 L high_valid_pixel = label * mask"),
+        ("method.params.official_class_index", True, "U2 L seg_feat_low_entropy_list[i]"),
+        ("method.params.official_ddp_scale", True, "U2 T dist.all_reduce(contra_loss) / W"),
+        ("data.streams.labeled.scale_range", [0.5, 2.0], f"U2 {y} rand_resize"),
+        ("data.streams.labeled.hflip", True, f"U2 {y} flip"),
+        ("data.streams.labeled.interpolation", "bilinear", "U2 A RandResize: bilinear"),
+        ("data.streams.labeled.resize", None, "U2 S: full-resolution images"),
+        ("optim.name", "sgd", f"U2 {y} optimizer.type SGD"),
+        ("optim.momentum", 0.9, f"U2 {y} optimizer momentum"),
+        ("optim.official_param_repeats", False, "U2 T each parameter listed once"),
+        ("schedule.name", "poly", f"U2 {y} lr_scheduler.mode poly"),
+        ("schedule.power", 0.9, f"U2 {y} lr_scheduler power"),
+        ("schedule.warmup_iters", 0, "U2 lr_helper.py: no warm-up"),
+        ("train.sync_batchnorm", True, f"U2 {y} net.sync_bn"),
+        ("train.precision", "32-true", "U2 T: no autocast"),
+        ("eval.flip", False, "U2 E net_process: flip commented out"),
+    ]
+
+
+RECIPES_U2PL = {
+    "recipes/cityscapes_1_8_u2pl": {
+        "number": "74.37",
+        "init": "resnet101.pth",
+        "rows": [
+            *_u2pl_common("C"),
+            ("method.params.labeled.ohem", True, "U2 C criterion.type ohem"),
+            ("method.params.labeled.ohem_thresh", 0.7, "U2 C criterion thresh"),
+            ("method.params.labeled.ohem_min_kept", 100_000, "U2 C criterion min_kept"),
+            ("method.params.aux_weight", 0.4, "U2 C net.aux_loss.loss_weight"),
+            ("method.params.sup_only_iters", 0, "U2 C sup_only_epoch: 0"),
+            ("method.params.copy_iters", 163, "U2 T teacher := student in epoch sup_only_epoch"),
+            ("data.streams.labeled.n_labeled", 372, "U2 data/splits/cityscapes/372/labeled.txt"),
+            ("data.streams.labeled.crop_size", [769, 769], "U2 C crop size"),
+            ("data.streams.labeled.batch_size", 2, "U2 C batch_size (per GPU)"),
+            ("data.streams.unlabeled.batch_size", 2, "U2 C batch_size (per GPU)"),
+            ("data.streams.unlabeled.crop_size", [769, 769], "U2 C crop size"),
+            ("train.devices", 8, "U2 C lr comment '8GPUs' / README 8 x V100"),
+            ("optim.lr", 0.01, "U2 C optimizer lr"),
+            ("optim.head_lr_mult", 1, "U2 T times = 1 unless pascal"),
+            ("optim.weight_decay", 5e-4, "U2 C optimizer weight_decay"),
+            ("train.iters", 32_600, "U2 T epochs 200 x len(loader) ceil(2603/8)//2 = 163"),
+            ("train.eval_every", 163, "U2 T validates every epoch (eval_on), keeps best"),
+            ("data.val.resize", None, "U2 E base_size 2048, scale 1.0"),
+            ("eval.mode", "slide", "U2 E scale_crop_process: windows shifted back"),
+            ("eval.crop_size", [769, 769], "U2 E crop = C val crop size"),
+            ("eval.stride", [513, 513], "U2 E ceil(769 * 2/3)"),
+        ],
+    },
+    "recipes/voc_1464_u2pl": {
+        "number": "79.49",
+        "init": "resnet101.pth",
+        "rows": [
+            *_u2pl_common("P"),
+            ("method.params.labeled.ohem", False, "U2 P criterion.type CELoss"),
+            ("method.params.sup_only_iters", 570, "U2 T sup_only_epoch default 1 (x 570)"),
+            ("method.params.copy_iters", 570, "U2 T teacher := student in epoch sup_only_epoch"),
+            ("data.streams.labeled.split", "train", "U2 README: the 1,464 of VOC train"),
+            ("data.streams.unlabeled.split", "train_aug", "U2 splits/pascal/1464/unlabeled.txt"),
+            ("data.streams.labeled.crop_size", [513, 513], "U2 P crop size"),
+            ("data.streams.labeled.batch_size", 4, "U2 P batch_size (per GPU)"),
+            ("data.streams.unlabeled.batch_size", 4, "U2 P batch_size (per GPU)"),
+            ("data.streams.unlabeled.crop_size", [513, 513], "U2 P crop size"),
+            ("train.devices", 4, "U2 P lr comment '4GPUs' / README 4 x V100"),
+            ("optim.lr", 0.001, "U2 P optimizer lr"),
+            ("optim.head_lr_mult", 10, "U2 T times = 10 for pascal"),
+            ("optim.weight_decay", 1e-4, "U2 P optimizer weight_decay"),
+            ("train.iters", 45_600, "U2 T epochs 80 x len(loader) ceil(9118/4)//4 = 570"),
+            ("train.eval_every", 570, "U2 T validates every epoch (eval_on), keeps best"),
+            ("eval.mode", "whole", "U2 T validate: whole image (padded 513 centre crop)"),
+        ],
+    },
+}
+
+
+RECIPES.update(RECIPES_U2PL)
+
+
+# Legend line for the header of tests/recipe_tables.py:
+#   CCT   Ouali et al., CVPR 2020 (CCT); repo yassouali/CCT (HEAD 65d4e5b)
+#         J = configs/config.json, T = train.py, R = trainer.py, M = models/model.py,
+#         D = models/decoders.py, E = models/encoder.py, L = utils/losses.py + utils/ramps.py,
+#         B = base/base_trainer.py, S = utils/lr_scheduler.py, A = base/base_dataset.py,
+#         V = dataloaders/voc.py, P = dataloaders/voc_splits/1464_train_{supervised,unsupervised}.txt
+#
+# Helpers to paste next to the other per-code-base helpers:
+
+
+def _cct_method(guided: bool) -> list[Row]:
+    """CCT's method settings (J "model" block, T, L), shared by its VOC and Cityscapes recipes."""
+    count = (lambda n: n) if guided else (lambda n: 0)
+    why = "J" if guided else "no background class in Cityscapes (CCT: VOC class 0)"
+    return [
+        ("method.name", "cct", "CCT: M CCT, semi mode"),
+        ("method.params.weight", 30.0, "J unsupervised_w"),
+        ("method.params.ramp_up", 0.1, "J ramp_up; T rampup_ends = int(0.1 x epochs)"),
+        ("method.params.consistency", "mse", "J un_loss MSE -> L softmax_mse_loss"),
+        ("method.params.sup_loss", "ce", "J sup_loss CE"),
+        ("method.params.upscale", 8, "M upscale = 8 (encoder OS8)"),
+        ("method.params.vat", 2, "J vat"),
+        ("method.params.xi", 1e-6, "J xi"),
+        ("method.params.eps", 2.0, "J eps"),
+        ("method.params.drop", 6, "J drop"),
+        ("method.params.drop_rate", 0.5, "J drop_rate"),
+        ("method.params.spatial", True, "J spatial -> D nn.Dropout2d"),
+        ("method.params.cutout", count(6), f"{why} cutout"),
+        ("method.params.context_masking", count(2), f"{why} context_masking"),
+        ("method.params.object_masking", count(2), f"{why} object_masking"),
+        ("method.params.feature_drop", 6, "J feature_drop"),
+        ("method.params.feature_noise", 6, "J feature_noise"),
+        ("method.params.uniform_range", 0.3, "J uniform_range"),
+        ("method.params.erase", 0.4, "J erase"),
+        ("method.params.background_class", 0, "D guided_cutout/guided_masking: argmax > 0"),
+        ("model.arch", "pspnet", "E Encoder: ResNet-50 + _PSPModule (nearest smp model)"),
+        ("model.encoder", "tu-resnet50s", "E deepbase_resnet50_dilated8: 3x3 deep stem"),
+        ("model.params.output_stride", 8, "E deepbase_resnet50_dilated8"),
+        ("model.params.psp_out_channels", 512, "E _PSPModule out_channels 2048 // 4"),
+        ("model.params.psp_dropout", 0.0, "E _PSPModule bottleneck: no dropout"),
+        ("model.normalization.preset", "imagenet", "V MEAN/STD ImageNet, RGB"),
+        ("model.encoder_weights", None, "init file is user-supplied (expected_weights)"),
+        ("optim.name", "sgd", "J optimizer SGD"),
+        ("optim.lr", 1e-3, "B backbone group lr / 10 (J lr 1e-2)"),
+        ("optim.head_lr_mult", 10, "B PSP + decoders at J lr 1e-2"),
+        ("optim.momentum", 0.9, "J momentum"),
+        ("optim.weight_decay", 1e-4, "J weight_decay"),
+        ("optim.official_param_repeats", False, "B: each parameter listed once"),
+        ("schedule.name", "poly", "J lr_scheduler Poly"),
+        ("schedule.power", 0.9, "S Poly: pow(1 - T/N, 0.9)"),
+        ("schedule.warmup_iters", 0, "S Poly warmup_epochs=0"),
+    ]
+
+
+RECIPES_CCT = {
+    # CCT Table 3 (PASCAL VOC val), CCT with 1.5k pixel-level labels: 69.4 mIoU.
+    "recipes/voc_1464_cct": {
+        "number": "69.4",
+        "init": "3x3resnet50-imagenet.pth",
+        "rows": [
+            *_cct_method(guided=True),
+            ("data.streams.labeled.name", "voc", "V VOCDataset"),
+            ("data.streams.labeled.split", "train", "P 1464_train_supervised: VOC train"),
+            ("data.streams.unlabeled.split", "train_aug", "P 1464_train_unsupervised: aug rest"),
+            ("data.streams.unlabeled.labeled", False, "M: unlabeled loss ignores target_ul"),
+            ("data.streams.labeled.batch_size", 10, "J train_supervised batch_size"),
+            ("data.streams.unlabeled.batch_size", 10, "J train_unsupervised batch_size"),
+            ("data.streams.labeled.crop_size", [320, 320], "J crop_size 320"),
+            ("data.streams.unlabeled.crop_size", [320, 320], "J crop_size 320"),
+            ("data.streams.labeled.scale_range", [0.4, 1.6], "A long side randint(200, 800) / 500"),
+            ("data.streams.labeled.hflip", True, "J flip"),
+            ("data.streams.labeled.interpolation", "bicubic", "A _resize: Image.BICUBIC"),
+            ("train.iters", 72_960, "R: 80 epochs (J) x len(unlabeled loader) 912"),
+            ("train.eval_every", 4_560, "J val_per_epochs 5 x 912"),
+            ("train.devices", 1, "J n_gpu 1"),
+            ("eval.mode", "whole", "R _valid_epoch: whole image, single scale"),
+            ("eval.flip", False, "R _valid_epoch: no flip"),
+        ],
+    },
+    # No published number: CCT has no Cityscapes semi-supervised setting (header says so).
+    "recipes/cityscapes_1_8_cct": {
+        "number": "n/a",
+        "init": "3x3resnet50-imagenet.pth",
+        "rows": [
+            *_cct_method(guided=False),
+            ("data.streams.labeled.name", "cityscapes", "UM protocol (no CCT Cityscapes setting)"),
+            ("data.streams.labeled.n_labeled", 372, "UM splits/cityscapes/1_8/labeled.txt"),
+            ("data.streams.unlabeled.complement", True, "UM splits/cityscapes/1_8/unlabeled.txt"),
+            ("data.streams.labeled.crop_size", [801, 801], "UM Y crop_size"),
+            ("data.streams.labeled.scale_range", [0.5, 2.0], "UM X resize (0.5, 2.0)"),
+            ("data.streams.labeled.hflip", True, "UM X hflip"),
+            ("data.streams.labeled.batch_size", 2, "UM Y batch_size (per GPU)"),
+            ("data.streams.unlabeled.batch_size", 2, "UM Y batch_size (per GPU)"),
+            ("train.devices", 4, "UM Y comment / README: 4 GPUs"),
+            ("train.sync_batchnorm", True, "UM: SyncBatchNorm"),
+            ("train.iters", 26_080, "CCT R: 80 epochs x ceil(2603 / (2 x 4)) = 326"),
+            ("eval.mode", "slide_unimatch", "UM evaluate: sliding window 801, stride 534"),
+        ],
+    },
+}
+
+
+RECIPES.update(RECIPES_CCT)

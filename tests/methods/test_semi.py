@@ -15,12 +15,12 @@ from segshift.config import DatasetConfig
 from segshift.data import build_dataset
 from segshift.errors import ConfigError
 from segshift.methods.common.augment import StrongAugment, strong_augment
-from segshift.methods.common.consistency import Targets, softmax_mse, valid_mask
+from segshift.methods.common.consistency import Targets, sigmoid_rampup, softmax_mse, valid_mask
 from segshift.methods.common.mixing import box_masks
 from segshift.methods.common.semi import Labeled, labeled_batch, semi_streams
 from segshift.methods.cps import Cps
 from segshift.methods.fixmatch import FixMatch
-from segshift.methods.mean_teacher import MeanTeacher, sigmoid_rampup
+from segshift.methods.mean_teacher import MeanTeacher
 from segshift.methods.unimatch import UniMatch
 
 C = 4

@@ -80,6 +80,7 @@ from torch import nn
 from segshift.errors import ConfigError
 from segshift.methods.base import Method
 from segshift.methods.common.augment import step_seed
+from segshift.methods.common.consistency import sigmoid_rampup
 from segshift.methods.common.losses import resize_logits
 from segshift.methods.common.optim import segmenter_optimizer
 from segshift.methods.common.semi import Labeled, labeled_batch, semi_streams, supervised_loss
@@ -127,11 +128,7 @@ class CctParams:
 
 def consistency_weight(step: int, total: int, final: float = 30.0, ramp_up: float = 0.1) -> float:
     """CCT's sigmoid ramp: final * exp(-5 (1 - min(t, T_r)/T_r)^2), T_r = ramp_up * total."""
-    length = ramp_up * total
-    if length <= 0:
-        return final
-    phase = 1.0 - min(max(step, 0), length) / length
-    return final * math.exp(-5.0 * phase * phase)
+    return final * sigmoid_rampup(step, ramp_up * total)
 
 
 def abce_threshold(step: int, total: int, num_classes: int, ramp: float = 0.4) -> float:

@@ -27,7 +27,6 @@ Example config::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from segshift.methods.base import Method
-from segshift.methods.common.consistency import softmax_mse
+from segshift.methods.common.consistency import sigmoid_rampup, softmax_mse
 from segshift.methods.common.ema import ema_update, make_teacher
 from segshift.methods.common.losses import resize_logits
 from segshift.methods.common.optim import segmenter_optimizer
@@ -56,14 +55,6 @@ class MeanTeacherParams:
     ema_warmup: bool = False  # TorchSemiSeg: constant decay
     teacher_train_mode: bool = False  # official: true
     ema_parameters_only: bool = False  # official: true
-
-
-def sigmoid_rampup(step: int, length: int) -> float:
-    """exp(-5 (1 - t/T)^2) for t < T, else 1 (Laine & Aila; Tarvainen & Valpola); 1 if T = 0."""
-    if length <= 0:
-        return 1.0
-    phase = 1.0 - min(step, length) / length
-    return math.exp(-5.0 * phase * phase)
 
 
 @METHODS.register("mean_teacher")

@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -98,3 +99,12 @@ def softmax_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(
         torch.softmax(student.float(), dim=1), torch.softmax(teacher.detach().float(), dim=1)
     )
+
+
+def sigmoid_rampup(step: float, length: float) -> float:
+    """exp(-5 (1 - min(t, T) / T)^2), 1 once t >= T or when T <= 0: the consistency-weight
+    ramp-up of Laine & Aila and Mean Teacher, CCT's ``sigmoid_rampup``."""
+    if length <= 0:
+        return 1.0
+    phase = 1.0 - min(max(step, 0.0), length) / length
+    return math.exp(-5.0 * phase * phase)

@@ -954,3 +954,99 @@ RECIPES_CCT = {
 
 
 RECIPES.update(RECIPES_CCT)
+
+
+# Rows for tests/recipe_tables.py (ReCo). Legend line to add to the header comment:
+#   RC    Liu et al., ICLR 2022 (ReCo); repo lorenmt/reco
+#         T = train_semisup.py, M = module_list.py, B = build_data.py,
+#         P = dataset/cityscapes_preprocess.py, N = network/deeplabv3/deeplabv3.py + aspp.py, README
+
+
+def _reco_common() -> list[Row]:
+    """What the two ReCo recipes share (network, optimiser, schedule, ReCo/ClassMix settings)."""
+    return [
+        ("model.arch", "deeplabv3plus", "RC T --backbone deeplabv3p / N DeepLabv3Plus"),
+        ("model.encoder", "resnet101", "RC T models.resnet101(pretrained=True)"),
+        ("model.params.encoder_output_stride", 16, "RC N dilate_scale=16 default"),
+        ("model.params.decoder_atrous_rates", [6, 12, 18], "RC N aspp_dilate for scale 16"),
+        ("model.params.decoder_aspp_separable", False, "RC N ASPPConv: plain 3x3 convs"),
+        ("model.params.decoder_aspp_dropout", 0.0, "RC N ASPP.project: dropout commented out"),
+        ("model.normalization.preset", "imagenet", "RC B transform: ImageNet mean/std, RGB"),
+        ("model.align_corners", True, "RC T/N F.interpolate(align_corners=True)"),
+        ("model.encoder_weights", None, "init passed by the user (expected_weights)"),
+        ("method.name", "reco", "RC README --apply_aug classmix --apply_reco"),
+        ("method.params.strong_threshold", 0.97, "RC T --strong_threshold"),
+        ("method.params.weak_threshold", 0.7, "RC T --weak_threshold"),
+        ("method.params.temperature", 0.5, "RC T --temp"),
+        ("method.params.num_queries", 256, "RC T --num_queries"),
+        ("method.params.num_negatives", 512, "RC T --num_negatives"),
+        ("method.params.dim", 256, "RC T --output_dim"),
+        ("method.params.alpha", 0.99, "RC T EMA(model, 0.99)"),
+        ("method.params.mix_mask", "class", "RC README --apply_aug classmix"),
+        ("method.params.classmix_half", "floor", "RC M generate_class_mask: len(labels) // 2"),
+        ("method.params.include_ignore", True, "RC M generate_class_mask: torch.unique keeps -1"),
+        ("method.params.hflip", True, "RC B transform(augmentation=True): hflip p 0.5"),
+        ("method.params.labeled_augment", True, "RC B labeled BuildDataset augmentation=True"),
+        ("method.params.augment.jitter", 0.25, "RC B ColorJitter (0.75, 1.25)"),
+        ("method.params.augment.hue", 0.25, "RC B ColorJitter hue (-0.25, 0.25)"),
+        ("method.params.augment.jitter_p", 0.8, "RC B torch.rand(1) > 0.2"),
+        ("method.params.augment.blur_p", 0.5, "RC B torch.rand(1) > 0.5"),
+        ("method.params.augment.blur_sigma", [0.15, 1.15], "RC B random.uniform(0.15, 1.15)"),
+        ("method.params.ema_parameters_only", True, "RC M EMA.update: parameters() only"),
+        ("method.params.teacher_train_mode", True, "RC T ema.model.train()"),
+        ("optim.name", "sgd", "RC T optim.SGD"),
+        ("optim.lr", 2.5e-3, "RC T --lr"),
+        ("optim.nesterov", True, "RC T nesterov=True"),
+        ("optim.momentum", 0.9, "RC T momentum=0.9"),
+        ("optim.weight_decay", 5e-4, "RC T --weight_decay"),
+        ("optim.head_lr_mult", 1.0, "RC T optim.SGD(model.parameters()): one group"),
+        ("optim.official_param_repeats", False, "RC T each parameter listed once"),
+        ("schedule.name", "poly", "RC M PolyLR"),
+        ("schedule.power", 0.9, "RC T PolyLR(optimizer, total_epoch, power=0.9)"),
+        ("schedule.warmup_iters", 0, "RC M PolyLR: no warm-up"),
+        ("train.iters", 40_000, "RC T total_epoch 200 x B num_samples = batch x 200"),
+        ("train.eval_every", 200, "RC T evaluates ema.model every epoch, saves the best"),
+        ("train.devices", 1, "RC T single GPU (--gpu)"),
+        ("train.precision", "32-true", "RC T no autocast"),
+        ("eval.flip", False, "RC T single-scale, no flip"),
+    ]
+
+
+RECO_RECIPES = {
+    # RC README table, Cityscapes 20 labels, ReCo + ClassMix: 50.14 mIoU. ReCo has no 1/8 number.
+    "recipes/cityscapes_1_8_reco": {
+        "number": "50.14",
+        "init": "models.resnet101(pretrained=True)",
+        "rows": [
+            *_reco_common(),
+            ("data.streams.labeled.n_labeled", 372, "1/8 of 2,975 (segshift; RC uses 20/50/150)"),
+            ("data.streams.labeled.resize", [512, 1024], "RC P im.resize((1024, 512))"),
+            ("data.streams.labeled.crop_size", [512, 512], "RC B 'cityscapes' crop_size"),
+            ("data.streams.labeled.scale_range", [1.0, 1.0], "RC B 'cityscapes' scale_size"),
+            ("data.streams.labeled.batch_size", 2, "RC B 'cityscapes' batch_size"),
+            ("data.streams.unlabeled.batch_size", 2, "RC B same batch for the unlabeled loader"),
+            ("data.streams.unlabeled.crop_size", [512, 512], "RC B unlabeled crop_size"),
+            ("method.params.scale_range", [1.0, 1.0], "RC T batch_transform(scale_size (1, 1))"),
+            ("data.val.resize", [512, 1024], "RC P val resized to 1024x512"),
+        ],
+    },
+    # RC README table, Pascal VOC 60 labels, ReCo + ClassMix: 57.12 mIoU. No 1,464 number.
+    "recipes/voc_1464_reco": {
+        "number": "57.12",
+        "init": "models.resnet101(pretrained=True)",
+        "rows": [
+            *_reco_common(),
+            ("data.streams.labeled.split", "train", "the 1,464 (segshift; RC uses 60/200/600)"),
+            ("data.streams.unlabeled.split", "train_aug", "RC B get_pascal_idx: train_aug.txt"),
+            ("data.streams.labeled.crop_size", [321, 321], "RC B 'pascal' crop_size"),
+            ("data.streams.labeled.scale_range", [0.5, 1.5], "RC B 'pascal' scale_size"),
+            ("data.streams.labeled.batch_size", 10, "RC B 'pascal' batch_size"),
+            ("data.streams.unlabeled.batch_size", 10, "RC B same batch for the unlabeled loader"),
+            ("data.streams.unlabeled.scale_range", [1.0, 1.0], "RC B unlabeled scale (1.0, 1.0)"),
+            ("method.params.scale_range", [0.5, 1.5], "RC T batch_transform(scale_size)"),
+        ],
+    },
+}
+
+
+RECIPES.update(RECO_RECIPES)

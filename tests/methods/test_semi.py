@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from helpers import every_stream
 from segshift.config import DatasetConfig
 from segshift.data import build_dataset
+from segshift.engine.trainer import Trainer
 from segshift.errors import ConfigError
 from segshift.methods.common.augment import StrongAugment, strong_augment
 from segshift.methods.common.consistency import Targets, sigmoid_rampup, softmax_mse, valid_mask
@@ -270,3 +272,19 @@ def test_unlabeled_images_need_no_masks(tmp_path) -> None:
         train=True,
     )
     assert "label" not in ds[0, 0] and ds[1, 0]["valid"].all()
+
+
+def test_synthetic_source_as_an_extra_labeled_stream(tiny_config, tiny_folder, capsys) -> None:
+    """Semi-supervised domain adaptation: sim (source) + a few real labels + unlabeled real."""
+    cfg = tiny_config(
+        "method.name=fixmatch",
+        "method.params.labeled.streams=[labeled,source]",
+        "train.iters=2",
+        *every_stream(tiny_folder),
+    )
+    trainer = Trainer(cfg)
+    assert trainer.method.streams == ("labeled", "source", "unlabeled", "unlabeled_mix")
+    trainer.fit()
+    out = capsys.readouterr().out
+    assert "data.streams.source: 6 labeled images" in out
+    assert "data.streams.unlabeled_mix: 6 unlabeled images" in out

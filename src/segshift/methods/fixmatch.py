@@ -32,15 +32,20 @@ from omegaconf import DictConfig
 from torch import nn
 
 from segshift.methods.base import Method
-from segshift.methods.common.augment import StrongAugment, step_generator, step_seed, strong_augment
-from segshift.methods.common.consistency import Targets, unimatch_strong, valid_mask
-from segshift.methods.common.mixing import cutmix_box, mix
+from segshift.methods.common.augment import StrongAugment
+from segshift.methods.common.consistency import (
+    Targets,
+    eval_mode_targets,
+    strong_view,
+    unimatch_strong,
+    valid_mask,
+)
 from segshift.methods.common.optim import segmenter_optimizer
 from segshift.methods.common.semi import Labeled, labeled_batch, semi_streams, supervised_loss
 from segshift.models import build_model
 from segshift.registry import METHODS
 
-BOX_SALT, STRONG_SALT, MIX_STRONG_SALT = 10, 20, 30
+STRONG_SALT = 10  # step_seed salts STRONG_SALT .. STRONG_SALT + 2 (see strong_view)
 
 
 @dataclass
@@ -72,24 +77,16 @@ class FixMatch(Method):
         weak, mix_weak = batch["unlabeled"]["image"], batch["unlabeled_mix"]["image"]
         size = tuple(weak.shape[-2:])
 
-        self.model.eval()  # the mix image's pseudo-labels come from an eval-mode pass (official)
-        with torch.no_grad():
-            mix_logits = self.model(mix_weak)["out"]
-        self.model.train()
-        mix_targets = Targets.from_logits(
-            mix_logits, size, valid_mask(batch["unlabeled_mix"]), align
-        )
+        # the mix images' pseudo-labels come from an eval-mode pass (official)
+        mix_targets = eval_mode_targets(self.model, batch["unlabeled_mix"], align)
 
         n_labeled = len(labeled["image"])
         clean = self.model(torch.cat((labeled["image"], weak)))["out"]
         pred_x, pred_w = clean[:n_labeled], clean[n_labeled:]
         targets = Targets.from_logits(pred_w, size, valid_mask(batch["unlabeled"]), align)
 
-        strong = strong_augment(weak, step_seed(seed, step, STRONG_SALT), p.augment)
-        mix_strong = strong_augment(mix_weak, step_seed(seed, step, MIX_STRONG_SALT), p.augment)
-        box = cutmix_box(len(weak), size, step_generator(seed, step, BOX_SALT), p=p.cutmix_p)
-        box = box.to(weak.device)
-        pred_s = self.model(mix(box, mix_strong, strong))["out"]
+        strong, box = strong_view(weak, mix_weak, seed, step, STRONG_SALT, p.augment, p.cutmix_p)
+        pred_s = self.model(strong)["out"]
 
         loss_x = supervised_loss(
             pred_x, labeled["label"], p.labeled, self.ignore_index, align_corners=align

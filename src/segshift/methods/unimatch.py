@@ -39,16 +39,21 @@ from omegaconf import DictConfig
 from torch import nn
 
 from segshift.methods.base import Method
-from segshift.methods.common.augment import StrongAugment, step_generator, step_seed, strong_augment
-from segshift.methods.common.consistency import Targets, unimatch_strong, valid_mask
-from segshift.methods.common.mixing import cutmix_box, mix
+from segshift.methods.common.augment import StrongAugment, step_seed
+from segshift.methods.common.consistency import (
+    Targets,
+    eval_mode_targets,
+    strong_view,
+    unimatch_strong,
+    valid_mask,
+)
 from segshift.methods.common.optim import segmenter_optimizer
 from segshift.methods.common.semi import Labeled, labeled_batch, semi_streams, supervised_loss
 from segshift.models import build_model
 from segshift.models.parts import channel_dropout
 from segshift.registry import METHODS
 
-BOX_SALT, STRONG_SALT, MIX_STRONG_SALT, FP_SALT = 10, 20, 30, 40  # + view index
+VIEW_SALTS, FP_SALT = (10, 20), 40  # step_seed salts: each strong view uses salt .. salt + 2
 
 
 @dataclass
@@ -77,34 +82,14 @@ class UniMatch(Method):
         self.streams = (*semi_streams(self.params.labeled), "unlabeled_mix")
         self.model = build_model(cfg.model, num_classes)
 
-    def strong_view(
-        self, weak: torch.Tensor, mix_weak: torch.Tensor, step: int, view: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Strong view ``view`` of (B,3,H,W) ``weak`` with a CutMix box from ``mix_weak``'s own
-        strong view: (image (B,3,H,W), box (B,H,W), 1 = pixel from the mix image)."""
-        seed, p = self.cfg.seed, self.params
-        strong = strong_augment(weak, step_seed(seed, step, STRONG_SALT + view), p.augment)
-        mix_strong = strong_augment(
-            mix_weak, step_seed(seed, step, MIX_STRONG_SALT + view), p.augment
-        )
-        generator = step_generator(seed, step, BOX_SALT + view)
-        box = cutmix_box(len(weak), tuple(weak.shape[-2:]), generator, p=p.cutmix_p)
-        box = box.to(weak.device)
-        return mix(box, mix_strong, strong), box
-
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         p, align = self.params, self.model.align_corners
         labeled = labeled_batch(batch, p.labeled.streams)
         weak, mix_weak = batch["unlabeled"]["image"], batch["unlabeled_mix"]["image"]
         size = tuple(weak.shape[-2:])
 
-        self.model.eval()  # the mix image's pseudo-labels come from an eval-mode pass (official)
-        with torch.no_grad():
-            mix_logits = self.model(mix_weak)["out"]
-        self.model.train()
-        mix_targets = Targets.from_logits(
-            mix_logits, size, valid_mask(batch["unlabeled_mix"]), align
-        )
+        # the mix images' pseudo-labels come from an eval-mode pass (official)
+        mix_targets = eval_mode_targets(self.model, batch["unlabeled_mix"], align)
 
         n_labeled = len(labeled["image"])
         with torch.random.fork_rng(devices=[weak.device] if weak.device.type == "cuda" else []):
@@ -118,9 +103,11 @@ class UniMatch(Method):
         pred_fp = perturbed[n_labeled:]
         targets = Targets.from_logits(pred_w, size, valid_mask(batch["unlabeled"]), align)
 
-        images, boxes = zip(
-            *(self.strong_view(weak, mix_weak, step, k) for k in (1, 2)), strict=True
-        )
+        views = [
+            strong_view(weak, mix_weak, self.cfg.seed, step, salt, p.augment, p.cutmix_p)
+            for salt in VIEW_SALTS
+        ]
+        images, boxes = zip(*views, strict=True)
         pred_s1, pred_s2 = self.model(torch.cat(images))["out"].chunk(2)
 
         loss_x = supervised_loss(

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from segshift.methods.common.augment import StrongAugment
+from segshift.methods.common.augment import StrongAugment, step_generator, step_seed, strong_augment
 from segshift.methods.common.losses import resize_logits
+from segshift.methods.common.mixing import cutmix_box, mix
 
 # UniMatch/FixMatch's strong view (dataset/semi.py): ColorJitter(0.5, 0.5, 0.5, 0.25) p 0.8,
 # RandomGrayscale p 0.2, GaussianBlur sigma U(0.1, 2.0) p 0.5.
@@ -91,6 +93,37 @@ class Targets:
         per_pixel = F.cross_entropy(logits.float(), self.label, reduction="none")
         keep = (self.confidence >= threshold) & self.valid
         return (per_pixel * keep).sum() / self.valid.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def eval_mode_targets(model: nn.Module, batch: dict, align_corners: bool = False) -> Targets:
+    """Targets of an unlabeled ``batch`` from an eval-mode pass of ``model`` (UniMatch/FixMatch
+    label the mix images this way); the model is back in train mode afterwards."""
+    model.eval()
+    logits = model(batch["image"])["out"]
+    model.train()
+    return Targets.from_logits(
+        logits, tuple(batch["image"].shape[-2:]), valid_mask(batch), align_corners
+    )
+
+
+def strong_view(
+    weak: torch.Tensor,
+    mix_weak: torch.Tensor,
+    seed: int,
+    step: int,
+    salt: int,
+    augment: StrongAugment,
+    cutmix_p: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A strong view of (B,3,H,W) ``weak`` with, with probability ``cutmix_p`` per image, a CutMix
+    box (``cutmix_box``) filled from ``mix_weak``'s own strong view. Returns the image and the
+    (B,H,W) box (1 = pixel from the mix image). Draws from (seed, step, salt .. salt + 2)."""
+    strong = strong_augment(weak, step_seed(seed, step, salt), augment)
+    mix_strong = strong_augment(mix_weak, step_seed(seed, step, salt + 1), augment)
+    generator = step_generator(seed, step, salt + 2)
+    box = cutmix_box(len(weak), tuple(weak.shape[-2:]), generator, p=cutmix_p).to(weak.device)
+    return mix(box, mix_strong, strong), box
 
 
 def softmax_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

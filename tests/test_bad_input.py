@@ -131,6 +131,11 @@ def test_mixed_image_sizes_in_a_batch_say_what_to_do(tiny_config, tiny_folder: P
         path = tiny_folder / sub / "img_001.png"
         with Image.open(path) as image:
             image.resize((48, 24), Image.NEAREST).save(path)
-    trainer = Trainer(tiny_config("train.eval_every=1"))
+    # evaluation groups images by size (tests/evaluation/test_mixed_sizes.py); a training
+    # stream without a crop cannot
+    trainer = Trainer(
+        tiny_config("data.streams.labeled.crop_size=null", "data.streams.labeled.batch_size=6")
+    )
+    trainer.setup_training()
     with pytest.raises(DataError, match=r"differ in size.*img_001.*batch_size: 1"):
-        trainer.evaluate()
+        next(trainer.streams["labeled"])

@@ -105,10 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="directory for metrics.csv/json (default: RUN_DIR/eval)")
     _add_inference_options(ev)
 
-    pred = sub.add_parser("predict", help="write colour masks and overlays for images")
+    pred = sub.add_parser(
+        "predict",
+        help="write index masks, colour masks, overlays and a colour legend for images",
+        description="Write OUT/masks/<name>.png (train ids), OUT/<name>_color.png, "
+        "OUT/<name>_overlay.png, OUT/legend.png and OUT/legend.json (id, name, colour); with "
+        "--masks also OUT/<name>_panel.png (image | ground truth | prediction).",
+    )
     pred.add_argument("images", nargs="+", help="image files or directories")
-    pred.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
+    pred.add_argument(
+        "--checkpoint",
+        required=True,
+        help="run directory, checkpoint file, export/ directory or its model.safetensors",
+    )
     pred.add_argument("--out", required=True, help="output directory")
+    pred.add_argument(
+        "--masks",
+        help="directory of ground-truth masks named like the images (train ids, 255 = ignore, "
+        "or legend colours): adds image | truth | prediction panels",
+    )
     _add_inference_options(pred)
 
     data = sub.add_parser("data", help="dataset tools")
@@ -291,8 +306,10 @@ def _eval(args: argparse.Namespace) -> None:
         raise SegshiftError("nothing to evaluate on: set data.val (e.g. data.val.root=...)")
     drop_pretrained_weights(cfg.model)  # the checkpoint holds the trained weights
     trainer = Trainer(cfg, evaluation_only=True)
-    load_eval_weights(trainer.method, state, origin, class_names=trainer.label_space.class_names)
-    result = trainer.evaluate(progress=sys.stderr.isatty())
+    order = load_eval_weights(  # refuses other classes; the same in another order: by name
+        trainer.method, state, origin, class_names=trainer.label_space.class_names
+    )
+    result = trainer.evaluate(progress=sys.stderr.isatty(), class_order=order)
     if trainer.fabric.global_rank != 0:
         return
     table = MetricsTable(result, trainer.label_space.class_names)
@@ -311,9 +328,14 @@ def _predict(args: argparse.Namespace) -> None:
     from segshift.pipeline.predict import predict_images
 
     written = predict_images(
-        args.images, args.checkpoint, args.out, overrides=_inference_overrides(args)
+        args.images,
+        args.checkpoint,
+        args.out,
+        overrides=_inference_overrides(args),
+        masks=args.masks,
     )
-    print(f"wrote {len(written)} predictions to {args.out}")
+    images = sum(1 for path in written if path.parent == Path(args.out) / "masks")
+    print(f"wrote predictions of {images} images to {args.out} (masks/, legend.png, legend.json)")
 
 
 def _data(args: argparse.Namespace) -> None:

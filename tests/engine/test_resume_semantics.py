@@ -377,24 +377,6 @@ def test_trained_checkpoint_loads_with_weights_only(tiny_config) -> None:
         assert state["step"] == 2
 
 
-# ------------------------------------------------------------------ eval with other classes
-def test_eval_checkpoint_with_other_class_names_warns(tiny_config, capsys) -> None:
-    from segshift.engine.restore import class_names_warning, load_eval_weights
-
-    trainer = Trainer(tiny_config("train.iters=1"))
-    trainer.fit()
-    state, origin = load_checkpoint(trainer.run_dir / "checkpoints" / "latest.pt")
-    names = list(trainer.label_space.class_names)
-    assert class_names_warning(state, origin, names) is None
-    other = [f"other_{i}" for i in range(len(names))]  # same count: the weights would load
-    warning = class_names_warning(state, origin, other)
-    assert warning is not None and str(names) in warning and str(other) in warning
-    capsys.readouterr()
-    load_eval_weights(trainer.method, state, origin, class_names=other)
-    assert str(other) in capsys.readouterr().err
-    assert class_names_warning({"official": {}}, origin, other) is None
-
-
 # --------------------------------------------------------------------------- kill -9 loop
 KILL_CHILD = """
 import sys, torch

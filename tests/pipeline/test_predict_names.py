@@ -52,10 +52,14 @@ def test_predict_same_stems_writes_every_output(
         ["predict", *map(str, inputs), "--checkpoint", str(trainer.run_dir), "--out", str(out)]
     )
     assert code == 0
-    assert "wrote 4 predictions" in capsys.readouterr().out
+    assert "wrote predictions of 2 images" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
         "dup1_a_color.png",
         "dup1_a_overlay.png",
         "dup2_a_color.png",
         "dup2_a_overlay.png",
+        "legend.json",
+        "legend.png",
+        "masks",
     ]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["dup1_a.png", "dup2_a.png"]

@@ -12,12 +12,14 @@ guarantees.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from segshift.data.samplers import RareClassSampling
 from segshift.errors import DataError, SegshiftError
@@ -202,3 +204,59 @@ def worker_message(text: str) -> str:
 def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
     """Indices of an evaluation set for one rank, without padding, so per-rank sums add up."""
     return list(range(rank, length, world_size))
+
+
+def stored_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file, from its header; a DataError naming it otherwise."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path}: cannot read image ({error})") from error
+
+
+def size_grouped_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Batches of positions ``0..len(sizes)-1`` whose samples share a size.
+
+    Positions keep their order within a size; sizes come in the order they first appear. A
+    network sees each image exactly as with ``batch_size`` 1 (padding to a common size would
+    change what a whole-image forward pass sees near the border), so a mixed-size evaluation
+    set scores the same at any batch size.
+
+    Example::
+
+        >>> size_grouped_batches([(2, 3), (4, 4), (2, 3), (2, 3)], 2)
+        [[0, 2], [3], [1]]
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(position)
+    return [
+        group[start : start + batch_size]
+        for group in groups.values()
+        for start in range(0, len(group), batch_size)
+    ]
+
+
+def evaluation_loader(
+    dataset: Any, indices: Sequence[int], batch_size: int, num_workers: int = 0
+) -> DataLoader:
+    """A loader over ``dataset[indices]`` (a :class:`SegDataset`) in batches of one image size.
+
+    Evaluation keeps labels at full resolution, so images of different stored sizes cannot share
+    a batch even when the data resizes them; with ``batch_size`` > 1 the samples are grouped by
+    the size in their image file's header (:func:`size_grouped_batches`).
+    """
+    subset = Subset(dataset, list(indices))
+    if batch_size > 1:
+        sizes = [stored_size(dataset.files[i].image) for i in indices]
+        batches = size_grouped_batches(sizes, batch_size)
+    else:
+        batches = [[position] for position in range(len(indices))]
+    return DataLoader(
+        subset,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),  # leaves the global RNG alone (resume)
+    )

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from segshift.config import Config, merge_into_schema
 from segshift.engine.checkpoint import load_checkpoint
 from segshift.engine.trainer import build_method, load_method_state
-from segshift.errors import CheckpointError
+from segshift.errors import CheckpointError, ConfigError
 from segshift.models import drop_pretrained_weights
 from segshift.models.official import load_official_deeplabv2, read_official_checkpoint
 
@@ -42,22 +42,29 @@ def read_eval_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
     return load_checkpoint(path)
 
 
-def class_names_warning(
+def class_order(
     state: dict[str, Any], origin: Path, class_names: Sequence[str]
-) -> str | None:
-    """A warning when a checkpoint was trained on other class names than the configured ones.
+) -> list[int] | None:
+    """The checkpoint's output channel of each configured class (``data.val``), by name.
 
-    The weights of a checkpoint with as many classes load without error, so ``eval CONFIG
-    --checkpoint`` would score class ``k`` of the model as class ``k`` of the data whatever they
-    are called. None when the names agree or the checkpoint stores none (official weights).
+    The weights of a checkpoint with as many classes load whatever the classes are called, so
+    class ``k`` of the model would be scored as class ``k`` of the data. Same names in the same
+    order, or a checkpoint that stores none (official weights): None. The same names in another
+    order (a ``classes.yaml`` listing ``[sidewalk, road]`` for a model of ``[road, sidewalk]``):
+    ``order[k]`` is the model's channel of ``class_names[k]``. Other names: a ConfigError
+    naming both lists.
     """
     saved = (state.get("label_space") or {}).get("class_names")
     if saved is None or list(saved) == list(class_names):
         return None
-    return (
-        f"warning: {origin} was trained on the classes {list(saved)}, the config's data has "
-        f"{list(class_names)}: the scores compare class k of one with class k of the other"
-    )
+    saved = list(saved)
+    if sorted(saved) != sorted(class_names):
+        raise ConfigError(
+            f"{origin} was trained on the classes {saved}, but the data of data.val has "
+            f"{list(class_names)}: the scores would compare different classes; evaluate on "
+            "data with the checkpoint's classes (set them in its classes.yaml or options.classes)"
+        )
+    return [saved.index(name) for name in class_names]
 
 
 def load_eval_weights(
@@ -65,20 +72,28 @@ def load_eval_weights(
     state: dict[str, Any],
     origin: Path,
     class_names: Sequence[str] | None = None,
-) -> None:
+) -> list[int] | None:
     """Load what `read_eval_checkpoint` returned: official weights go into ``eval_model()``.
 
-    ``class_names``: the configured data's classes; other names in the checkpoint print a
-    warning naming both lists to stderr (see `class_names_warning`).
+    ``class_names``: the configured data's classes, checked against the checkpoint's before
+    loading (see `class_order`). Returns the class order to evaluate with (None: as stored);
+    a reordering is noted on stderr.
     """
+    order = None
     if class_names is not None:
-        warning = class_names_warning(state, origin, class_names)
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
+        order = class_order(state, origin, class_names)
+        if order is not None:
+            print(
+                f"note: data.val lists the classes of {origin} in another order; its predictions "
+                "are matched to the data's classes by name",
+                file=sys.stderr,
+                flush=True,
+            )
     if "official" in state:
         load_official_deeplabv2(method.eval_model(), state["official"], str(origin))
     else:
         load_method_state(method, state["method"], origin)
+    return order
 
 
 def eval_output_dir(state: dict[str, Any], origin: Path) -> Path:
@@ -106,10 +121,10 @@ def config_from_checkpoint(
 
 
 def _load_export(
-    directory: Path, overrides: list[str] | None
+    weights: Path, overrides: list[str] | None
 ) -> tuple[DictConfig, Any, dict[str, Any]]:
-    """A shared export: ``model.safetensors`` (the eval model's weights) + ``config.json``."""
-    meta_path = directory / "config.json"
+    """A shared export: ``weights`` (the eval model's, safetensors) + ``config.json`` beside it."""
+    meta_path = weights.parent / "config.json"
     try:
         meta = json.loads(meta_path.read_text())
         config, label_space = meta["config"], meta["label_space"]
@@ -118,7 +133,6 @@ def _load_export(
     cfg = _merged(config, overrides, meta_path)
     drop_pretrained_weights(cfg.model)
     method = build_method(cfg, len(label_space["class_names"]))
-    weights = directory / "model.safetensors"
     try:
         method.eval_model().load_state_dict(load_file(str(weights)))
     except (RuntimeError, OSError, SafetensorError) as err:
@@ -134,9 +148,13 @@ def load_trained(
     path: str | Path, overrides: list[str] | None = None
 ) -> tuple[DictConfig, Any, dict[str, Any]]:
     """Return (config, method in eval mode, label-space info) from a run directory, a checkpoint
-    file, or an export directory (``model.safetensors`` + ``config.json``)."""
-    if (Path(path) / "model.safetensors").is_file():
-        return _load_export(Path(path), overrides)
+    file, an export directory (``model.safetensors`` + ``config.json``) or its
+    ``model.safetensors``."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        return _load_export(path, overrides)
+    if (path / "model.safetensors").is_file():
+        return _load_export(path / "model.safetensors", overrides)
     cfg, state, origin = config_from_checkpoint(path, overrides)
     label_space = state["label_space"]
     drop_pretrained_weights(cfg.model)  # the checkpoint holds the trained weights; no download

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.config import check_required, save_config
@@ -49,7 +49,7 @@ from segshift.engine.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from segshift.engine.loaders import Stream, collate, shard_indices
+from segshift.engine.loaders import Stream, evaluation_loader, shard_indices
 from segshift.engine.logging import RunLogger, drop_records_after
 from segshift.engine.schedules import build_scheduler
 from segshift.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
@@ -307,12 +307,8 @@ class Trainer:
         if self.val_set is None:
             return None
         indices = shard_indices(len(self.val_set), self.fabric.global_rank, self.fabric.world_size)
-        return DataLoader(
-            Subset(self.val_set, indices),
-            batch_size=self.cfg.data.val.batch_size,
-            num_workers=self.cfg.data.num_workers,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(0),
+        return evaluation_loader(  # batches of one image size: mixed sizes work at any batch size
+            self.val_set, indices, self.cfg.data.val.batch_size, self.cfg.data.num_workers
         )
 
     # ------------------------------------------------------------ checkpoints
@@ -765,8 +761,14 @@ class Trainer:
                 )
             self.fabric.barrier()
 
-    def evaluate(self, progress: bool = False) -> dict[str, Any]:
-        """Evaluate the method's eval model on the validation set, summed over ranks."""
+    def evaluate(
+        self, progress: bool = False, class_order: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Evaluate the method's eval model on the validation set, summed over ranks.
+
+        ``class_order``: the model's output channel of each validation class, for a checkpoint
+        whose classes the data lists in another order (`segshift.engine.restore.class_order`).
+        """
         loader = self.val_loader()
         if loader is None:
             return {}
@@ -785,6 +787,7 @@ class Trainer:
             progress=progress,
             subset=self.label_space.subsets.get(ev.subset) if ev.subset else None,
             per_image=ev.per_image_miou,
+            class_order=class_order,
         )
         iou = torch.tensor(result["iou"], dtype=torch.float64)
         for name, ids in self.label_space.subsets.items():  # e.g. SYNTHIA's 13 of 16 classes

@@ -5,7 +5,14 @@ from segshift.evaluation.evaluate import evaluate
 from segshift.evaluation.inference import predict
 from segshift.evaluation.per_image import PerImageMeanIoU, per_image_iou
 from segshift.evaluation.tables import MetricsTable
-from segshift.evaluation.visualise import colorize, overlay, save_prediction
+from segshift.evaluation.visualise import (
+    colorize,
+    overlay,
+    panel,
+    save_prediction,
+    write_legend,
+    write_png,
+)
 
 __all__ = [
     "ConfusionMatrix",
@@ -14,7 +21,10 @@ __all__ = [
     "colorize",
     "evaluate",
     "overlay",
+    "panel",
     "per_image_iou",
     "predict",
     "save_prediction",
+    "write_legend",
+    "write_png",
 ]

@@ -30,6 +30,7 @@ def evaluate(
     progress: bool = False,
     subset: Sequence[int] | None = None,
     per_image: bool = False,
+    class_order: Sequence[int] | None = None,
 ) -> dict:
     """Accumulate a confusion matrix over ``loader`` and compute the metrics.
 
@@ -49,6 +50,9 @@ def evaluate(
         subset: class ids that ``miou`` averages over (e.g. SYNTHIA-13).
         per_image: also compute ``miou_per_image``, the mean over images of each image's mIoU
             (:mod:`segshift.evaluation.per_image` states the conventions), over ``subset`` too.
+        class_order: the model's output channel of each data class (``class_order[k]`` scores
+            as class ``k``): a checkpoint evaluated on data listing its classes in another order
+            (see :func:`segshift.engine.restore.class_order`).
 
     Returns:
         :meth:`ConfusionMatrix.compute`'s dict plus ``confusion_matrix``: the (C, C) int64
@@ -79,6 +83,8 @@ def evaluate(
                 scales=scales,
                 output_size=tuple(label.shape[-2:]),
             )
+            if class_order is not None:
+                probs = probs[:, list(class_order)]
             prediction = probs.argmax(dim=1)
             matrix.update(prediction, label)
             if image_scores is not None:

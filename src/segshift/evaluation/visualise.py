@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from segshift.errors import DataError, WriteError
 from segshift.fileio import atomic_write_bytes
+
+# What legend.json says of the value 255 in masks (never predicted; ground truth's ignore).
+IGNORE = {"id": 255, "name": "ignore", "color": [0, 0, 0]}
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -58,6 +62,29 @@ def overlay(image_rgb: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.5) 
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
+def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` (H, W) or (H, W, 3) uint8 as a PNG (see :func:`write_file`)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return write_file(path, buffer.getvalue())
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` atomically; missing directories are created.
+
+    Raises:
+        DataError: the file cannot be written (disk full, permissions); it names the path and
+            leaves no partial file.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_bytes(path, data)
+    except OSError as exc:  # a WriteError names the file already
+        message = str(exc) if isinstance(exc, WriteError) else f"cannot write {path}: {exc}"
+        raise DataError(message) from exc
+
+
 def save_prediction(
     path_prefix: str | os.PathLike,
     image_rgb: np.ndarray,
@@ -77,21 +104,68 @@ def save_prediction(
         The two paths written.
 
     Raises:
-        DataError: a file cannot be written (disk full, permissions); it names the path and
-            leaves no partial file.
+        DataError: a file cannot be written (see :func:`write_file`).
     """
     colour = colorize(pred, palette)
-    images = {"color": colour, "overlay": overlay(image_rgb, colour, alpha)}
     prefix = Path(path_prefix)
-    written = []
-    for kind, array in images.items():
-        path = prefix.with_name(f"{prefix.name}_{kind}.png")
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format="PNG")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            written.append(atomic_write_bytes(path, buffer.getvalue()))
-        except OSError as exc:  # a WriteError names the file already
-            message = str(exc) if isinstance(exc, WriteError) else f"cannot write {path}: {exc}"
-            raise DataError(message) from exc
-    return written[0], written[1]
+    return (
+        write_png(prefix.with_name(f"{prefix.name}_color.png"), colour),
+        write_png(
+            prefix.with_name(f"{prefix.name}_overlay.png"), overlay(image_rgb, colour, alpha)
+        ),
+    )
+
+
+def panel(parts: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Side-by-side (H, W_i, 3) uint8 images of one height, ``gap`` white columns between them.
+
+    Example::
+
+        >>> panel([image, colorize(truth, palette), colorize(pred, palette)]).shape
+        (H, 3 * W + 8, 3)
+    """
+    heights = {part.shape[0] for part in parts}
+    if len(heights) != 1:
+        raise ValueError(f"panel parts must share a height, got {sorted(heights)}")
+    spacer = np.full((heights.pop(), gap, 3), 255, np.uint8)
+    row: list[np.ndarray] = []
+    for part in parts:
+        row.extend([spacer, part] if row else [part])
+    return np.concatenate(row, axis=1)
+
+
+def legend_entries(
+    class_names: Sequence[str], palette: Sequence[Sequence[int]]
+) -> list[dict[str, object]]:
+    """``[{"id": k, "name": class_names[k], "color": [r, g, b]}, ...]``, one per train id."""
+    return [
+        {"id": k, "name": str(name), "color": [int(c) for c in colour]}
+        for k, (name, colour) in enumerate(zip(class_names, palette, strict=True))
+    ]
+
+
+def legend_image(
+    class_names: Sequence[str], palette: Sequence[Sequence[int]], row_height: int = 20
+) -> np.ndarray:
+    """A (rows, W, 3) uint8 legend: per class a colour swatch and ``"<id> <name>"``, black on
+    white."""
+    width = 60 + 7 * max((len(str(name)) for name in class_names), default=0)
+    image = Image.new("RGB", (width, row_height * len(class_names)), "white")
+    draw = ImageDraw.Draw(image)
+    for k, (name, colour) in enumerate(zip(class_names, palette, strict=True)):
+        top = k * row_height
+        draw.rectangle([2, top + 2, 2 + 2 * row_height, top + row_height - 3], fill=tuple(colour))
+        draw.text((8 + 2 * row_height, top + 4), f"{k} {name}", fill="black")
+    return np.asarray(image)
+
+
+def write_legend(
+    directory: str | os.PathLike, class_names: Sequence[str], palette: Sequence[Sequence[int]]
+) -> tuple[Path, Path]:
+    """Write ``legend.json`` (:func:`legend_entries`) and ``legend.png`` into ``directory``."""
+    directory = Path(directory)
+    text = json.dumps({"classes": legend_entries(class_names, palette), "ignore": IGNORE}, indent=2)
+    return (
+        write_file(directory / "legend.json", (text + "\n").encode()),
+        write_png(directory / "legend.png", legend_image(class_names, palette)),
+    )

@@ -1,4 +1,4 @@
-"""Predict colour masks and overlays for image files with a trained run."""
+"""Predict index masks, colour masks, overlays and a legend for image files with a trained run."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segshift.data.io import IMAGE_SUFFIXES, list_images, read_image
+from segshift.data.io import IMAGE_SUFFIXES, list_images, read_image, read_mask
+from segshift.data.label_space import LabelSpace
 from segshift.engine.restore import load_trained
 from segshift.errors import DataError
-from segshift.evaluation import predict, save_prediction
+from segshift.evaluation import (
+    colorize,
+    panel,
+    predict,
+    save_prediction,
+    write_legend,
+    write_png,
+)
 from segshift.transforms import build_transform
 
 
@@ -69,18 +77,58 @@ def output_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
+def find_mask(directory: Path, stem: str) -> Path:
+    """``directory/<stem>.png`` (or another image suffix); a DataError naming it if missing."""
+    for suffix in IMAGE_SUFFIXES:
+        path = directory / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    raise DataError(f"--masks: no mask for {stem} in {directory} (expected {stem}.png)")
+
+
+def read_truth(path: Path, space: LabelSpace, size: tuple[int, int]) -> np.ndarray:
+    """A ground-truth mask as train ids (H, W) uint8: an index PNG of train ids (255 = ignore;
+    what predict writes in ``masks/``) or colours of the legend (black = ignore)."""
+    mask = read_mask(path, "auto")
+    truth = space.decode_rgb(mask, path) if mask.ndim == 3 else space.check_train_ids(mask, path)
+    if truth.shape != size:
+        raise DataError(
+            f"{path}: mask size {truth.shape[1]}x{truth.shape[0]} does not match its image's "
+            f"{size[1]}x{size[0]} (width x height)"
+        )
+    return truth
+
+
+def _truth_space(label_space: dict) -> LabelSpace:
+    """The checkpoint's classes and colours; black is ignore unless it is a class's colour."""
+    palette = [tuple(int(c) for c in colour) for colour in label_space["palette"]]
+    names = tuple(label_space["class_names"])
+    void = () if (0, 0, 0) in palette else ((0, 0, 0),)
+    return LabelSpace(
+        "predict", names, palette, {i: i for i in range(len(names))}, void_colors=void
+    )
+
+
 def predict_images(
     inputs: Sequence[str | Path],
     checkpoint: str | Path,
     out: str | Path,
     overrides: list[str] | None = None,
+    masks: str | Path | None = None,
 ) -> list[Path]:
-    """Write ``<stem>_color.png`` and ``<stem>_overlay.png`` into ``out`` for every image.
+    """Write per image ``<name>_color.png``, ``<name>_overlay.png`` and ``masks/<name>.png``,
+    and ``legend.json`` + ``legend.png``, into ``out``; return the paths written.
 
-    Images are resized to the validation resize of the run's config (if it has one) for the
-    forward pass; masks come back at each image's own size. Files already written stay if a later
-    image fails. Inputs sharing a stem get distinct names (:func:`output_names`), so no output
-    overwrites another.
+    ``masks/<name>.png`` holds the predicted train ids (uint8, one channel): a folder dataset's
+    mask directory, for the next tool or a training run. The legend lists each id's class name
+    and colour. With ``masks`` (a directory of ground-truth masks named like the images, see
+    :func:`read_truth`) also ``<name>_panel.png``: image | ground truth | prediction.
+
+    ``checkpoint``: a run directory, a checkpoint file, an ``export/`` directory or its
+    ``model.safetensors``. Images are resized to the validation resize of the run's config (if
+    it has one) for the forward pass; masks come back at each image's own size. Files already
+    written stay if a later image fails. Inputs sharing a stem get distinct names
+    (:func:`output_names`), so no output overwrites another.
     """
     cfg, method, label_space = load_trained(checkpoint, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,8 +141,11 @@ def predict_images(
         interpolation=val.interpolation if val is not None else "bilinear",
     )
     out = Path(out)
-    written: list[Path] = []
     files = gather_images(inputs)
+    if masks is not None and not Path(masks).is_dir():
+        raise DataError(f"--masks: no such directory: {masks}")
+    palette = label_space["palette"]
+    written = list(write_legend(out, label_space["class_names"], palette))
     for path, name in zip(files, output_names(files), strict=True):
         image = read_image(path)
         tensor = transform(image)[0].unsqueeze(0).to(device)
@@ -110,5 +161,12 @@ def predict_images(
             output_size=image.shape[:2],
         )
         pred = probs.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
-        written.extend(save_prediction(out / name, image, pred, label_space["palette"]))
+        written.extend(save_prediction(out / name, image, pred, palette))
+        written.append(write_png(out / "masks" / f"{name}.png", pred))
+        if masks is not None:
+            truth = read_truth(
+                find_mask(Path(masks), path.stem), _truth_space(label_space), pred.shape
+            )
+            sides = [image, colorize(truth, palette), colorize(pred, palette)]
+            written.append(write_png(out / f"{name}_panel.png", panel(sides)))
     return written

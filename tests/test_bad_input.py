@@ -92,7 +92,9 @@ def test_disk_full_while_predicting_names_file_and_keeps_earlier(
     def fdopen(fd, mode="r", *args, **kwargs):
         handle = real_fdopen(fd, mode, *args, **kwargs)
         opened.append(1)
-        return FullDisk(handle) if len(opened) > 4 else handle  # 2 images fit, the 3rd fails
+        # legend.json + legend.png, then 3 files per image (index mask, colour, overlay):
+        # 2 images fit, the 3rd fails
+        return FullDisk(handle) if len(opened) > 8 else handle
 
     monkeypatch.setattr(fileio.os, "fdopen", fdopen)
     out = tmp_path / "pred"
@@ -109,13 +111,12 @@ def test_disk_full_while_predicting_names_file_and_keeps_earlier(
     assert code == 2
     err = capsys.readouterr().err
     assert "img_002_color.png" in err and "No space left" in err
-    written = sorted(p.name for p in out.iterdir())
-    assert written == [
-        "img_000_color.png",
-        "img_000_overlay.png",
-        "img_001_color.png",
-        "img_001_overlay.png",
-    ]  # complete earlier files stay, no partial or temp file
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    earlier = [f"{stem}{suffix}" for stem in ("img_000", "img_001")
+               for suffix in ("_color.png", "_overlay.png")]  # fmt: skip
+    assert set(earlier + ["masks/img_000.png", "masks/img_001.png"]) <= set(written)
+    assert "img_002_color.png" not in written  # the failed file is not left half-written
+    assert not [name for name in written if ".tmp" in name or name.startswith(".")]
 
 
 def test_missing_dataset_root_names_it(tiny_config, tmp_path: Path) -> None:

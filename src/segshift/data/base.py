@@ -6,7 +6,8 @@ a mask becomes train ids (``read_label``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segshift.data.io import read_image, read_mask
-from segshift.data.label_space import IGNORE_INDEX, LabelSpace
+from segshift.data.label_space import IGNORE_INDEX, LabelSpace, common_label_space
 from segshift.data.splits import keep_listed, read_split_file, subset_indices
 from segshift.errors import DataError
 from segshift.transforms import build_transform
@@ -55,6 +56,9 @@ class SegDataset(Dataset):
         recrop_min_pixels: for keys that name a class (rare-class sampling), redraw the
             augmentation (its random crop) up to ``RECROP_ATTEMPTS`` times until the label holds
             more than this many pixels of the class, counted after augmentation; ``None``: never.
+        remap: map the dataset's classes onto a common class list, ``{classes, map}`` (see
+            ``label_space.common_label_space``), so that streams of different label spaces
+            train together; ``label_space`` is then the common one.
 
     Samples are dicts: ``image`` float32 (3,H,W), ``label`` int64 (H,W) with 255 = ignore (only
     when labeled), ``domain`` str, ``name`` str, ``index`` int. ``dataset[i, seed]`` replays the
@@ -76,6 +80,7 @@ class SegDataset(Dataset):
         subset_seed: int = 0,
         complement: bool = False,
         recrop_min_pixels: float | None = None,
+        remap: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -86,6 +91,11 @@ class SegDataset(Dataset):
         self.transform = transform or build_transform(train=False)
         self.recrop_min_pixels = recrop_min_pixels
         self.label_space = self.build_label_space()
+        self._own_label_space: LabelSpace | None = None
+        self._to_common: np.ndarray | None = None
+        if remap is not None:
+            self._own_label_space = self.label_space
+            self.label_space, self._to_common = common_label_space(self.label_space, remap)
         files = self.find_files()
         if not files:
             raise DataError(f"{self.dataset_name}: no images for split '{split}' under {self.root}")
@@ -109,6 +119,16 @@ class SegDataset(Dataset):
         """What a split file's entry is matched on: a sample name as written in the published
         lists of this dataset maps to the same key as the dataset's own name. Default: itself."""
         return name
+
+    def _train_ids(self, sample: SampleFiles) -> np.ndarray:
+        """The mask of ``sample`` as train ids of ``label_space`` (H,W) uint8, range-checked."""
+        if self._to_common is None:
+            return self.label_space.check_train_ids(self.read_label(sample), sample.mask)
+        # read_label reads self.label_space: give it a view that still has the own classes
+        own = copy.copy(self)
+        own.label_space = self._own_label_space
+        own_ids = own.label_space.check_train_ids(own.read_label(sample), sample.mask)
+        return self._to_common[own_ids]
 
     # -- shared helpers for subclasses ------------------------------------------------------
     def require_dir(self, path: Path) -> Path:
@@ -166,18 +186,17 @@ class SegDataset(Dataset):
         image = read_image(sample.image)
         if not self.labeled:
             return image, None
-        label = self.read_label(sample)
+        label = self._train_ids(sample)
         if label.shape != image.shape[:2]:
             raise DataError(
                 f"{sample.mask}: mask size {label.shape[1]}x{label.shape[0]} does not match image "
                 f"{sample.image} size {image.shape[1]}x{image.shape[0]} (width x height)"
             )
-        return image, self.label_space.check_train_ids(label, sample.mask)
+        return image, label
 
     def load_label(self, index: int) -> np.ndarray:
         """Train ids (H,W) uint8 of a labeled sample at full resolution, without its image."""
-        sample = self.files[index]
-        return self.label_space.check_train_ids(self.read_label(sample), sample.mask)
+        return self._train_ids(self.files[index])
 
     def _augment(
         self, image: np.ndarray, label: np.ndarray | None, seed: int | None, focus: int | None

@@ -55,19 +55,22 @@ def read_image(path: Path) -> np.ndarray:
     return data
 
 
-MASK_FORMATS = ("auto", "index", "palette", "rgb")
+MASK_FORMATS = ("auto", "index", "palette", "rgb", "channel")
 
 
-def read_mask(path: Path, mask_format: str = "index") -> np.ndarray:
+def read_mask(path: Path, mask_format: str = "index", channel: int = 0) -> np.ndarray:
     """A mask file as raw ids (H,W) (uint8, or uint16/int32 for 16-bit PNGs, never wrapped to
     8 bits) or colours (H,W,3) uint8.
 
     ``index``: a single-channel PNG; a palette PNG gives its indices. ``palette``: must be a
     palette ("P") PNG; gives its indices. ``rgb``: colours (H,W,3). ``auto``: colours for RGB(A)
-    files, ids otherwise.
+    files, ids otherwise. ``channel``: the ids are channel ``channel`` (R=0, G=1, B=2, A=3) of
+    a colour file, e.g. CARLA's class id in R (a single-channel file is used as it is).
     """
     if mask_format == "rgb":
         return _open(path, "RGB")
+    if mask_format == "channel":
+        return read_channel_unchanged(path, channel)
     mask = _open(path, None)
     if mask.dtype.kind not in "iub":
         raise DataError(f"{path}: a mask must hold integer ids, got {mask.dtype} pixels")
@@ -100,6 +103,8 @@ def read_channel_unchanged(path: Path, channel: int) -> np.ndarray:
         raise DataError(f"{path}: cannot read image (corrupt or truncated)")
     if data.ndim == 2:
         return data
+    if not 0 <= channel < data.shape[2]:
+        raise DataError(f"{path}: has {data.shape[2]} channels, so no channel {channel}")
     file_order = (2, 1, 0, 3)  # OpenCV stores BGR(A)
     return data[..., file_order[channel]]
 

@@ -42,6 +42,8 @@ class LabelSpace:
         ignore_index: the train id of ignored pixels (255).
         subsets: named lists of train ids for reporting, e.g. SYNTHIA's ``"13"``.
         void_colors: RGB colours that ``decode_rgb`` maps to ``ignore_index``.
+        extra_colors: further mask colours of classes drawn in several colours: colour -> train
+            id (``palette`` holds each class's first colour).
     """
 
     name: str
@@ -51,6 +53,7 @@ class LabelSpace:
     ignore_index: int = 255
     subsets: dict[str, list[int]] = field(default_factory=dict)
     void_colors: tuple[RGB, ...] = ()
+    extra_colors: dict[RGB, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.class_names)
@@ -71,6 +74,8 @@ class LabelSpace:
         }
         if bad or any(raw < 0 for raw in self.raw_to_train):
             raise ValueError(f"label space '{self.name}': invalid raw -> train ids {bad}")
+        if any(not 0 <= t < n for t in self.extra_colors.values()):
+            raise ValueError(f"label space '{self.name}': extra colours of unknown classes")
         for subset, ids in self.subsets.items():
             if any(not 0 <= i < n for i in ids):
                 raise ValueError(
@@ -91,6 +96,7 @@ class LabelSpace:
     @cached_property
     def _color_to_train(self) -> dict[int, int]:
         table = {_pack(color): self.ignore_index for color in self.void_colors}
+        table.update({_pack(color): i for color, i in self.extra_colors.items()})
         table.update({_pack(color): i for i, color in enumerate(self.palette)})
         return table
 
@@ -155,6 +161,7 @@ class LabelSpace:
             ignore_index=self.ignore_index,
             subsets={k: [new_id[i] for i in ids if i in new_id] for k, ids in self.subsets.items()},
             void_colors=self.void_colors,
+            extra_colors={c: new_id[t] for c, t in self.extra_colors.items() if t in new_id},
         )
 
 
@@ -314,63 +321,194 @@ def get_label_space(name: str) -> LabelSpace:
 def label_space_from_classes(
     name: str, classes: Sequence[str | Mapping[str, Any]], where: str = "classes"
 ) -> LabelSpace:
-    """Build a label space from a class list: names, or mappings ``{name, color, id}``.
+    """Build a label space from a class list: names, or mappings ``{name, color, id, ignore}``.
 
-    ``color`` ([r, g, b]) defaults to a generated palette colour; ``id`` (the raw mask value)
-    defaults to the class's position, so masks that already hold train ids work unchanged.
-    ``where`` names the source (a file or config key) in error messages. Ambiguous lists are
-    refused with a ConfigError: a name, colour or id used twice, a malformed colour or id, or
-    more than 255 classes (train ids are 8-bit, 255 = ignore).
+    ``id`` is the raw mask value of the class, or a list of them (several raw ids, one class);
+    it defaults to the class's train id (its position among the classes that are not ignored),
+    so masks that already hold train ids work unchanged. ``color`` is ``[r, g, b]`` or a list
+    of them (colour masks; the first is the class's palette colour); it defaults to a generated
+    colour. ``ignore: true`` makes an entry's ids and colours ignored (255) instead of a class;
+    such an entry needs an ``id`` or a ``color``. ``where`` names the source (a file or config
+    key) in error messages. Ambiguous lists are refused with a ConfigError: a name, colour or id
+    used twice, a malformed colour or id, or more than 255 classes (train ids are 8-bit,
+    255 = ignore).
 
     Example::
 
-        >>> space = label_space_from_classes("harbour", ["water", {"name": "pier", "id": 3}])
+        >>> space = label_space_from_classes("street", [
+        ...     {"name": "unlabeled", "id": [0, 1], "ignore": True},
+        ...     {"name": "road", "id": 7}, {"name": "vehicle", "id": [26, 27, 28]}])
+        >>> space.encode(np.array([[0, 7, 27, 5]]))
+        array([[255,   0,   1, 255]], dtype=uint8)
     """
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
         raise ConfigError(f"{where}: expected a list of classes, got {classes!r}")
     if not classes:
         raise ConfigError(f"{where}: the class list is empty")
-    if len(classes) > MAX_CLASSES:
-        raise ConfigError(
-            f"{where}: {len(classes)} classes, at most {MAX_CLASSES} are supported (train ids "
-            f"are 8-bit and {IGNORE_INDEX} means ignore)"
-        )
     names: list[str] = []
     palette: list[RGB] = []
     raw_to_train: dict[int, int] = {}
+    extra_colors: dict[RGB, int] = {}
+    void_colors: list[RGB] = []
+    owner_of_id: dict[int, str] = {}
+    owner_of_color: dict[RGB, str] = {}
+    entry_names: list[str] = []
     for i, entry in enumerate(classes):
-        spec = {"name": entry} if isinstance(entry, str) else _as_mapping(entry)
-        unknown = set(spec or {}) - {"name", "color", "id"}
-        if spec is None or "name" not in spec or unknown:
-            raise ConfigError(
-                f"{where}[{i}]: expected a name or {{name, color, id}}, got {entry!r}"
-            )
-        class_name = spec["name"]
-        if not isinstance(class_name, str) or not class_name.strip():
-            raise ConfigError(f"{where}[{i}].name: expected a non-empty name, got {class_name!r}")
-        if class_name in names:
-            first = names.index(class_name)
-            raise ConfigError(
-                f"{where}[{i}]: class name '{class_name}' is listed twice (also [{first}])"
-            )
-        color = _parse_color(spec.get("color"), f"{where}[{i}].color")
-        color = color if color is not None else _default_color(i)
-        if color in palette:
-            other = names[palette.index(color)]
-            raise ConfigError(
-                f"{where}[{i}].color: {list(color)} is already the colour of class '{other}'; "
-                "masks could not tell the two apart"
-            )
-        raw = spec.get("id", i)
-        if not _is_int(raw) or raw < 0:
-            raise ConfigError(f"{where}[{i}].id: expected an integer >= 0, got {raw!r}")
-        if raw in raw_to_train:
-            other = names[raw_to_train[raw]]
-            raise ConfigError(f"{where}[{i}].id: {raw} is already the id of class '{other}'")
+        at = f"{where}[{i}]"
+        spec = _class_entry(entry, at)
+        class_name, ignored = spec["name"], spec.get("ignore", False)
+        if class_name in entry_names:
+            first = entry_names.index(class_name)
+            raise ConfigError(f"{at}: class name '{class_name}' is listed twice (also [{first}])")
+        entry_names.append(class_name)
+        train = IGNORE_INDEX if ignored else len(names)
+        if ignored and "id" not in spec and "color" not in spec:
+            raise ConfigError(f"{at}: an ignored entry needs 'id' or 'color' (what to ignore)")
+        colors = _parse_colors(spec.get("color"), f"{at}.color")
+        if colors is None:
+            colors = [] if ignored else [_default_color(train)]
+        for color in colors:
+            if color in owner_of_color:
+                raise ConfigError(
+                    f"{at}.color: {list(color)} is already the colour of '{owner_of_color[color]}'"
+                    "; masks could not tell the two apart"
+                )
+            owner_of_color[color] = class_name
+        raws = _parse_ids(spec.get("id", None if ignored else train), f"{at}.id")
+        for raw in raws:
+            if raw in owner_of_id:
+                raise ConfigError(
+                    f"{at}.id: {raw} is already the id of '{owner_of_id[raw]}' (classes without "
+                    "'id' use their train id; give every class its id)"
+                )
+            owner_of_id[raw] = class_name
+            raw_to_train[raw] = train
+        if ignored:
+            void_colors += colors
+            continue
         names.append(class_name)
-        palette.append(color)
-        raw_to_train[raw] = i
-    return LabelSpace(name, tuple(names), palette, raw_to_train)
+        palette.append(colors[0])
+        extra_colors.update({color: train for color in colors[1:]})
+    if not names:
+        raise ConfigError(f"{where}: every entry is ignored; list at least one class")
+    if len(names) > MAX_CLASSES:
+        raise ConfigError(
+            f"{where}: {len(names)} classes, at most {MAX_CLASSES} are supported (train ids "
+            f"are 8-bit and {IGNORE_INDEX} means ignore)"
+        )
+    return LabelSpace(
+        name,
+        tuple(names),
+        palette,
+        raw_to_train,
+        void_colors=tuple(void_colors),
+        extra_colors=extra_colors,
+    )
+
+
+def common_label_space(
+    space: LabelSpace, spec: Mapping[str, Any], where: str = "options.remap"
+) -> tuple[LabelSpace, np.ndarray]:
+    """Map ``space``'s classes onto a common class list, for streams with other label spaces.
+
+    ``spec``: ``classes`` (the common classes: names or ``{name, color}``, or a built-in label
+    space's name) and optional ``map`` (own class -> common class, or null to ignore it). Own
+    classes named like a common class map to it unless ``map`` lists them; the others become
+    255. A common class's colour is the given one, else the colour of the first own class
+    mapped onto it, else a generated one.
+
+    Returns the common label space (its raw ids are its own train ids) and a lookup table
+    (256 entries, uint8): own train id -> common train id, 255 -> 255.
+
+    Example::
+
+        >>> common, lut = common_label_space(get_label_space("cityscapes"), {
+        ...     "classes": ["road", "vehicle"], "map": {"car": "vehicle", "bus": "vehicle"}})
+        >>> lut[[0, 13, 15, 1, 255]]   # road, car, bus, sidewalk, ignore
+        array([  0,   1,   1, 255, 255], dtype=uint8)
+    """
+    spec = _as_mapping(spec) or {}
+    unknown = sorted(set(spec) - {"classes", "map"})
+    if "classes" not in spec or unknown:
+        raise ConfigError(
+            f"{where}: expected {{classes: [common class, ...], map: {{own class: common "
+            f"class}}}}, got keys {sorted(spec)}"
+        )
+    target, given_colors = _common_classes(spec["classes"], f"{where}.classes")
+    mapping = _as_mapping(spec.get("map") or {})
+    if mapping is None:
+        raise ConfigError(f"{where}.map: expected {{own class: common class}}, got {spec['map']!r}")
+    for own, common in mapping.items():
+        if own not in space.class_names:
+            raise ConfigError(
+                f"{where}.map: '{own}' is not a class of label space '{space.name}'"
+                f"{did_you_mean(str(own), list(space.class_names))}; its classes: "
+                f"{', '.join(space.class_names)}"
+            )
+        if common is not None and common not in target.class_names:
+            raise ConfigError(
+                f"{where}.map.{own}: '{common}' is not one of {where}.classes"
+                f"{did_you_mean(str(common), list(target.class_names))}; they are: "
+                f"{', '.join(target.class_names)}"
+            )
+    lut = np.full(256, space.ignore_index, dtype=np.uint8)
+    palette = list(target.palette)
+    for own_id, own in enumerate(space.class_names):
+        common = mapping.get(own, own)
+        if common in target.class_names:
+            lut[own_id] = common_id = target.class_names.index(common)
+            if common_id not in given_colors:
+                given_colors.add(common_id)
+                palette[common_id] = space.palette[own_id]
+    return replace(target, palette=palette), lut
+
+
+def _common_classes(classes: Any, where: str) -> tuple[LabelSpace, set[int]]:
+    """The common label space (raw ids = train ids) and the train ids whose colour is given."""
+    if isinstance(classes, str):
+        try:
+            space = get_label_space(classes)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        n = space.num_classes
+        return replace(space, raw_to_train={i: i for i in range(n)}), set(range(n))
+    entries = list(classes) if _is_list(classes) else None
+    extra = [
+        i for i, e in enumerate(entries or []) if set(_as_mapping(e) or {}) - {"name", "color"}
+    ]
+    if entries is None or extra:
+        at = f"{where}[{extra[0]}]" if extra else where
+        raise ConfigError(
+            f"{at}: expected a label space name or a list of names or {{name, color}}, "
+            f"got {classes if entries is None else entries[extra[0]]!r}"
+        )
+    space = label_space_from_classes("common", entries, where)
+    return space, {i for i, e in enumerate(entries) if "color" in (_as_mapping(e) or {})}
+
+
+def _class_entry(entry: Any, where: str) -> dict[str, Any]:
+    """A class-list entry as ``{name, ...}``, its keys and name checked."""
+    spec = {"name": entry} if isinstance(entry, str) else _as_mapping(entry)
+    unknown = set(spec or {}) - {"name", "color", "id", "ignore"}
+    if spec is None or "name" not in spec or unknown:
+        raise ConfigError(f"{where}: expected a name or {{name, color, id, ignore}}, got {entry!r}")
+    if not isinstance(spec["name"], str) or not spec["name"].strip():
+        raise ConfigError(f"{where}.name: expected a non-empty name, got {spec['name']!r}")
+    if not isinstance(spec.get("ignore", False), bool):
+        raise ConfigError(f"{where}.ignore: expected true or false, got {spec['ignore']!r}")
+    return spec
+
+
+def _parse_ids(value: Any, where: str) -> list[int]:
+    """A raw id or a non-empty list of distinct ones (None: no ids)."""
+    if value is None:
+        return []
+    values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if not values or not all(_is_int(v) and v >= 0 for v in values):
+        raise ConfigError(f"{where}: expected an integer >= 0 or a list of them, got {value!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where}: {value!r} lists an id twice")
+    return [int(v) for v in values]
 
 
 def _is_int(value: Any) -> bool:
@@ -386,13 +524,26 @@ def _as_mapping(entry: Any) -> dict[str, Any] | None:
         return None
 
 
-def _parse_color(color: Any, where: str) -> RGB | None:
-    """``[r, g, b]`` of integers in 0..255 (None: use the default colour)."""
-    if color is None:
+def _parse_colors(value: Any, where: str) -> list[RGB] | None:
+    """``[r, g, b]`` or a non-empty list of them (None: use the default colour)."""
+    if value is None:
         return None
-    values = list(color) if isinstance(color, Sequence) and not isinstance(color, str) else None
+    several = _is_list(value) and bool(value) and all(_is_list(c) for c in value)
+    return [_parse_color(c, where) for c in value] if several else [_parse_color(value, where)]
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
+def _parse_color(color: Any, where: str) -> RGB:
+    """``[r, g, b]`` of integers in 0..255."""
+    values = list(color) if _is_list(color) else None
     if values is None or len(values) != 3 or not all(_is_int(c) and 0 <= c <= 255 for c in values):
-        raise ConfigError(f"{where}: expected [r, g, b] with integers in 0..255, got {color!r}")
+        raise ConfigError(
+            f"{where}: expected [r, g, b] with integers in 0..255 (or a list of them), "
+            f"got {color!r}"
+        )
     r, g, b = (int(c) for c in values)
     return r, g, b
 

@@ -105,13 +105,40 @@ def keep_listed(
     return sorted({position[key(name)][0] for name in listed})
 
 
-def named_split(files: Sequence[T], root: Path, split: str) -> list[T]:
-    """All ``files`` for split ``all``/``train``; otherwise those listed in ``root/<split>.txt``.
+# Names of the split files a dataset root may hold; one of them present means the root is split.
+SPLIT_FILE_NAMES = ("train", "val", "test", "trainval")
 
-    For datasets without split directories (GTA5, SYNTHIA), whose training split is everything.
+
+def split_file_of(root: Path, split: str, required: bool) -> Path | None:
+    """``root/<split>.txt`` that lists split ``split``, or None when the split is every sample.
+
+    ``all`` is every sample. A root holding split files (``train.txt``, ``val.txt``, ...) but
+    not ``<split>.txt`` is a DataError naming the missing file; a root with none gives None,
+    unless ``required`` (then the missing file is the error).
     """
-    if split in ("all", "train"):
-        return list(files)
+    if split == "all":
+        return None
     path = root / f"{split}.txt"
+    if path.is_file():
+        return path
+    present = [f"{name}.txt" for name in SPLIT_FILE_NAMES if (root / f"{name}.txt").is_file()]
+    if present:
+        raise DataError(
+            f"split '{split}': {path} does not exist, but {root} has split files "
+            f"{', '.join(present)}; name one of them as the split, or use split: all for "
+            "every sample"
+        )
+    if required:
+        raise DataError(f"split '{split}': split file {path} does not exist")
+    return None
+
+
+def named_split(files: Sequence[T], root: Path, split: str) -> list[T]:
+    """The ``files`` listed in ``root/<split>.txt``; every file for split ``all``, and for
+    ``train`` when the root holds no split files (GTA5, SYNTHIA: the training split is every
+    frame). See :func:`split_file_of`."""
+    path = split_file_of(root, split, required=split != "train")
+    if path is None:
+        return list(files)
     keep = keep_listed([f.name for f in files], read_split_file(path), path)
     return [files[i] for i in keep]

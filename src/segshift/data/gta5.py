@@ -5,8 +5,8 @@ Layout::
     root/images/00001.png
     root/labels/00001.png      (palette PNG whose indices are Cityscapes labelIds)
 
-Split ``all`` (or ``train``) uses every frame, as the UDA literature does; another split name
-reads the sample names from ``root/<split>.txt``.
+Split ``all`` uses every frame, as the UDA literature does; so does ``train`` unless the root
+holds ``train.txt``; another split name reads the sample names from ``root/<split>.txt``.
 """
 
 from __future__ import annotations

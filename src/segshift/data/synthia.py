@@ -10,7 +10,8 @@ Two protocols (option ``label_space``): ``synthia16`` (default; AdaptSegNet, ADV
 evaluates on the 16 classes shared with Cityscapes, reporting also the 13-class subset; with
 ``synthia19`` (DACS) labels are Cityscapes' 19 train ids, the model has 19 outputs, and the
 target (``cityscapes`` with ``label_space: cityscapes_synthia19``) reports mIoU over 19, 16, 13.
-Split ``all`` (or ``train``) uses every frame; another split reads ``root/<split>.txt``.
+Split ``all`` uses every frame, and so does ``train`` unless the root holds ``train.txt``;
+another split reads ``root/<split>.txt``.
 """
 
 from __future__ import annotations

@@ -140,7 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("config")
     show.add_argument("overrides", nargs="*")
 
-    sub.add_parser("list", help="list registered datasets, models and methods")
+    listing = sub.add_parser(
+        "list",
+        help="list datasets, models, methods, packaged configs, label spaces, dataset options",
+    )
+    listing.add_argument("--dataset", metavar="NAME", help="describe this dataset's options")
+    init = sub.add_parser(
+        "init",
+        help="write DIR/config.yaml and an example DIR/classes.yaml for your own data",
+        description="Write DIR/config.yaml from a packaged template (configs/own: CPU-sized, "
+        "the streams METHOD reads laid out with comments) and an example DIR/classes.yaml; "
+        "existing files are not overwritten.",
+    )
+    init.add_argument("directory", metavar="DIR")
+    init.add_argument(
+        "--method",
+        default="supervised",
+        help="supervised (labeled images), a semi-supervised method such as unimatch or "
+        "fixmatch (labeled + unlabeled), or an adaptation method such as dacs (source + "
+        "target); default: supervised",
+    )
 
     demo = sub.add_parser(
         "demo", help="synthcity sim -> photo: the synthetic-teacher loop vs source-only and oracle"
@@ -369,14 +388,19 @@ def _config(args: argparse.Namespace) -> None:
     print(OmegaConf.to_yaml(load_config(args.config, args.overrides)), end="")
 
 
-def _list(_: argparse.Namespace) -> None:
-    import segshift.data  # noqa: F401  (registers datasets)
-    import segshift.methods  # noqa: F401  (registers methods)
-    import segshift.models  # noqa: F401  (registers models)
-    from segshift.registry import DATASETS, METHODS, MODELS
+def _list(args: argparse.Namespace) -> None:
+    from segshift.listing import dataset_lines, overview_lines
 
-    for registry in (DATASETS, MODELS, METHODS):
-        print(f"{registry.kind}s: {', '.join(registry.names())}")
+    print("\n".join(dataset_lines(args.dataset) if args.dataset else overview_lines()))
+
+
+def _init(args: argparse.Namespace) -> None:
+    from segshift.templates import init_directory
+
+    config, classes = init_directory(args.directory, args.method)
+    print(f"wrote {config} (method {args.method}) and an example {classes}")
+    print(f"next: put classes.yaml beside your images/ and masks/, set the roots in {config}")
+    print(f"(or give them on the command line), then: segshift train {config}")
 
 
 def _pipeline(args: argparse.Namespace) -> None:
@@ -401,6 +425,7 @@ COMMANDS = {
     "data": _data,
     "config": _config,
     "list": _list,
+    "init": _init,
     "demo": _demo,
     "pipeline": _pipeline,
     "sweep": _sweep,

@@ -141,6 +141,10 @@ def _devices_ok(v: Any) -> bool:
     return False
 
 
+def _threads_ok(v: Any) -> bool:
+    return v == "auto" or (_is_int(v) and v >= 1)
+
+
 PRECISIONS = (
     "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true",
     "transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64",
@@ -305,6 +309,9 @@ class TrainConfig:
     max_nonfinite: int = checked(3, check=at_least(0))
     deterministic: bool = False
     resume: bool = True
+    # CPU threads of each training process: "auto" keeps PyTorch's count (OMP_NUM_THREADS or the
+    # physical cores) capped at the cores per process, or a number; SEGSHIFT_THREADS overrides it
+    threads: Any = checked("auto", check=Check(_threads_ok, 'an integer >= 1 or "auto"'))
     # off/none/false (YAML reads off and no as False) mean plain lines, as plain does
     progress: str = checked(
         "auto",

@@ -134,7 +134,7 @@ def test_several_colours_per_class_void_colours_and_ignored_colours(tmp_path, ti
         ([{"name": "void", "id": 0, "ignore": True}], "every entry is ignored"),
         ([{"name": "a", "color": [[1, 2, 3], [4, 5]]}], r"classes\[0\]\.color: expected"),
         ([{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [[4, 5, 6], [1, 2, 3]]}],
-         r"classes\[1\]\.color: \[1, 2, 3\] is already the colour of 'a'"),
+         r"classes\[1\]\.color: \[1, 2, 3\] is already the colour of class 'a'"),
         ([{"name": "a", "ignore": "yes", "id": 3}], r"classes\[0\]\.ignore: expected true"),
     ],
 )  # fmt: skip

@@ -370,7 +370,7 @@ def label_space_from_classes(
         for color in colors:
             if color in owner_of_color:
                 raise ConfigError(
-                    f"{at}.color: {list(color)} is already the colour of '{owner_of_color[color]}'"
+                    f"{at}.color: {list(color)} is already the colour of class '{owner_of_color[color]}'"
                     "; masks could not tell the two apart"
                 )
             owner_of_color[color] = class_name
@@ -378,7 +378,7 @@ def label_space_from_classes(
         for raw in raws:
             if raw in owner_of_id:
                 raise ConfigError(
-                    f"{at}.id: {raw} is already the id of '{owner_of_id[raw]}' (classes without "
+                    f"{at}.id: {raw} is already the id of class '{owner_of_id[raw]}' (classes without "
                     "'id' use their train id; give every class its id)"
                 )
             owner_of_id[raw] = class_name

@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from segshift.data.samplers import RareClassSampling
+from segshift.engine.threads import limit_worker_threads
 from segshift.errors import DataError, SegshiftError
 
 _SEED_MIX = 0x9E3779B1
@@ -162,6 +163,7 @@ class Stream:
             collate_fn=collate,
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
+            worker_init_fn=limit_worker_threads,
             # its own generator: creating an iterator must not draw from the global RNG, or a
             # resumed run (which creates it later) would diverge from an uninterrupted one
             generator=torch.Generator().manual_seed(self.seed),
@@ -257,6 +259,7 @@ def evaluation_loader(
         subset,
         batch_sampler=batches,
         num_workers=num_workers,
+        worker_init_fn=limit_worker_threads,
         collate_fn=collate,
         generator=torch.Generator().manual_seed(0),  # leaves the global RNG alone (resume)
     )

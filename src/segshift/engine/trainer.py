@@ -52,6 +52,7 @@ from segshift.engine.checkpoint import (
 from segshift.engine.loaders import Stream, evaluation_loader, shard_indices
 from segshift.engine.logging import RunLogger, drop_records_after
 from segshift.engine.schedules import build_scheduler
+from segshift.engine.threads import setup_threads
 from segshift.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from segshift.evaluation import evaluate
 from segshift.fileio import DirectoryLock, remove_stale_temp_files
@@ -75,7 +76,7 @@ RESUME_RULES: tuple[tuple[str, str, str], ...] = (
     (r"(name|output_dir)", "location", ""),
     (r"train\.iters", "applied", "the learning-rate schedule is re-derived"),
     (
-        r"train\.(eval_every|ckpt_every|log_every|max_nonfinite|deterministic|accelerator)",
+        r"train\.(eval_every|ckpt_every|log_every|max_nonfinite|deterministic|accelerator|threads)",
         "applied",
         "",
     ),
@@ -198,6 +199,8 @@ class Trainer:
         self.cfg = cfg
         self.overwrite = overwrite
         self.fabric = fabric or make_fabric(cfg)
+        processes = max(1, self.fabric.world_size // cfg.train.num_nodes)  # on this node
+        self.threads = setup_threads(cfg.train.threads, processes)  # printed by fit
         self.run_dir = run_dir_of(cfg)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.fabric.seed_everything(cfg.seed, workers=False, verbose=False)
@@ -616,6 +619,7 @@ class Trainer:
         for note in self._notes:
             logger.message(f"note: {note}")
         self._notes = []
+        logger.message(self.threads)
         norm = self.normalization
         logger.message(
             f"input normalisation: {norm.preset} ({norm.channel_order.upper()}, x{norm.scale:g}, "

@@ -65,7 +65,7 @@ GEOMETRY_KEYS = ("resize", "crop_size", "interpolation")
 
 # train.* keys that belong to an invocation (left out of a stage's identity): changing them
 # resumes the stage instead of rerunning it.
-INVOCATION_KEYS = ("stop_at", "progress", "resume")
+INVOCATION_KEYS = ("stop_at", "progress", "resume", "threads")
 
 
 class StageStopped(SegshiftError):

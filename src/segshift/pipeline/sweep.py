@@ -64,6 +64,7 @@ RESULT_NEUTRAL_KEYS = (
     "train.log_every",
     "train.resume",
     "data.num_workers",
+    "train.threads",
 )
 
 

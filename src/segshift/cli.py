@@ -1,5 +1,5 @@
 """The ``segshift`` command line: train, eval, predict, data, config, list, demo, pipeline,
-pseudo-label, sweep.
+pseudo-label, sweep, translate.
 
 Examples::
 
@@ -8,9 +8,11 @@ Examples::
     segshift eval runs/source_only --flip
     segshift predict photos/ --checkpoint runs/source_only --out preds/
     segshift data synthcity --out data/sim --style sim --n 200 --size 128x160 --seed 0
+    segshift data check my.yaml --workers 4 --json check.json
     segshift pipeline pipeline/synthcity data.streams.source.root=SIM ...
     segshift pseudo-label --checkpoint runs/teacher --data my.yaml --out pseudo/ --rule cbst
     segshift sweep my.yaml --set data.streams.labeled.n_labeled=23,46 --set seed=0,1,2
+    segshift translate train translate/synthcity data.streams.source.root=SIM ...
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from segshift.errors import SegshiftError, TrainingInterrupted
 
@@ -80,11 +83,8 @@ def _inference_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segshift", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train a method from a config")
+def _add_train_arguments(train: argparse.ArgumentParser) -> None:
+    """CONFIG [overrides] | --resume RUN_DIR, --overwrite (train, translate train)."""
     train.add_argument("config", nargs="?", help="YAML file or packaged config name")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.iters=100")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with train.resume=false: replace the run already in the run directory",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segshift", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_train_arguments(sub.add_parser("train", help="train a method from a config"))
 
     ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
     ev.add_argument("target", help="run directory, checkpoint file, or config (with --checkpoint)")
@@ -135,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", default="128x160", help="HxW")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=1)
+    check = data_sub.add_parser(
+        "check",
+        help="read every image and mask once; report all problems, class pixels, image sizes",
+        description="Check every data.streams.* and data.val of CONFIG (a YAML file or packaged "
+        "config name), or the splits of a folder dataset DIR, as training reads them. Prints "
+        "per set its images, sizes and per-class pixel and image counts, then every problem "
+        "(unknown ids and colours with their files, size mismatches, unreadable files, missing "
+        "masks, empty sets). Exit status 1 when there are problems. Overrides: config keys "
+        "for CONFIG (data.val.root=...), dataset keys for DIR (options.mask_format=rgb).",
+    )
+    check.add_argument("target", metavar="CONFIG_OR_DIR")
+    check.add_argument("overrides", nargs="*", help="dotted overrides")
+    check.add_argument("--workers", type=int, default=2, help="reading threads (default 2)")
+    check.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
     show = sub.add_parser("config", help="print the resolved config")
     show.add_argument("config")
@@ -178,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("overrides", nargs="*", help="dotted overrides")
     _add_sweep_parser(sub)
     _add_pseudo_label_parser(sub)
+    _add_translate_parser(sub)
     return parser
 
 
@@ -278,23 +300,70 @@ def _pseudo_label(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: masks/, confidence/, report.md")
 
 
-# ----------------------------------------------------------------------------------------------
-def _train(args: argparse.Namespace) -> None:
-    from segshift.config import load_config
-    from segshift.engine.trainer import Trainer
+# --- translate --------------------------------------------------------------------------------
+def _add_translate_parser(sub: argparse._SubParsersAction) -> None:
+    translate = sub.add_parser(
+        "translate",
+        help="image translation (CycleGAN) between a source and a target image stream",
+        description="Train an image-translation method (translate train) on two image streams "
+        "(labels not needed); its run directory holds sample grids (samples/) and the "
+        "generators (export/).",
+    )
+    commands = translate.add_subparsers(dest="translate_command", required=True)
+    _add_train_arguments(
+        commands.add_parser(
+            "train",
+            help="train a translation config (method cyclegan), e.g. translate/synthcity",
+            description="`segshift train` for translation methods: checkpoints, exact resume "
+            "(--resume RUN_DIR), logs, sample grids every train.eval_every steps and at the "
+            "end (RUN_DIR/samples, TensorBoard), generators in RUN_DIR/export. Example: "
+            "segshift translate train translate/synthcity data.streams.source.root=SIM "
+            "data.streams.target.root=PHOTO",
+        )
+    )
 
-    run_dir = None
+
+def _translate_train(args: argparse.Namespace) -> None:
+    from segshift.pipeline.translate import latest_sample_grid, train_translation
+
+    cfg, run_dir = _train_config(args)
+    run_dir = train_translation(cfg, run_dir=run_dir, overwrite=args.overwrite)
+    grid = latest_sample_grid(run_dir)
+    print(f"generators: {run_dir / 'export' / 'model.safetensors'}")
+    if grid is not None:
+        print(f"sample grid: {grid}")
+
+
+# `segshift translate <command>`; `apply` joins here
+TRANSLATE_COMMANDS = {"train": _translate_train}
+
+
+def _translate(args: argparse.Namespace) -> None:
+    TRANSLATE_COMMANDS[args.translate_command](args)
+
+
+# ----------------------------------------------------------------------------------------------
+def _train_config(args: argparse.Namespace) -> tuple[Any, Path | None]:
+    """(config, run directory or None) of `train` / `translate train`: CONFIG with overrides,
+    or RUN_DIR's config.yaml with them (--resume)."""
+    from segshift.config import load_config
+
     if args.resume:
         run_dir = Path(args.resume)
         config = run_dir / "config.yaml"
         if not config.is_file():
             raise SegshiftError(f"{run_dir} is not a run directory: no config.yaml in it")
         overrides = ([args.config] if args.config else []) + args.overrides
-        cfg = load_config(config, overrides)
-    elif args.config:
-        cfg = load_config(args.config, args.overrides)
-    else:
-        raise SegshiftError("train needs a CONFIG or --resume RUN_DIR")
+        return load_config(config, overrides), run_dir
+    if args.config:
+        return load_config(args.config, args.overrides), None
+    raise SegshiftError("train needs a CONFIG or --resume RUN_DIR")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from segshift.engine.trainer import Trainer
+
+    cfg, run_dir = _train_config(args)
     metrics = Trainer(cfg, run_dir=run_dir, overwrite=args.overwrite).fit()
     if "miou" in metrics:
         print(f"final mIoU: {100 * metrics['miou']:.2f}")
@@ -357,7 +426,9 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"wrote predictions of {images} images to {args.out} (masks/, legend.png, legend.json)")
 
 
-def _data(args: argparse.Namespace) -> None:
+def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "check":
+        return _data_check(args)
     from segshift.data.synthcity import generate
 
     if args.n < 1:
@@ -378,6 +449,35 @@ def _data(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     print(f"wrote {args.n} {args.style} scenes to {out}")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from segshift.config import load_config
+    from segshift.data.check import (
+        check_sets,
+        config_sets,
+        directory_sets,
+        format_reports,
+        reports_json,
+    )
+    from segshift.fileio import atomic_write_bytes
+
+    if args.workers < 1:
+        raise SegshiftError(f"--workers: must be >= 1; got {args.workers}")
+    if Path(args.target).expanduser().is_dir():
+        sets = directory_sets(args.target, args.overrides)
+    else:
+        sets = config_sets(load_config(args.target, args.overrides))
+    reports = check_sets(sets, workers=args.workers, progress=sys.stderr.isatty())
+    print(format_reports(reports))
+    result = reports_json(reports)
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(result, indent=1).encode())
+        print(f"wrote {args.json}")
+    return 1 if result["problems"] else 0
 
 
 def _config(args: argparse.Namespace) -> None:
@@ -430,13 +530,14 @@ COMMANDS = {
     "pipeline": _pipeline,
     "sweep": _sweep,
     "pseudo-label": _pseudo_label,
+    "translate": _translate,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except TrainingInterrupted as err:
         print(f"segshift {args.command}: {err}", file=sys.stderr)
         return err.exit_code
@@ -446,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside training (which checkpoints first): no traceback
         print(f"segshift {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0  # a command may return its own status (data check: 1 on problems)
 
 
 if __name__ == "__main__":

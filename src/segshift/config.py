@@ -281,13 +281,16 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Poly decay ``(1 - t/T)^power`` after a linear warmup from ``warmup_ratio * lr``."""
+    """Poly decay ``(1 - t/T)^power`` after a linear warmup from ``warmup_ratio * lr``;
+    ``constant``; ``linear_decay`` (CycleGAN): the base rate for ``constant_iters`` steps (null:
+    half of ``train.iters``), then linear decay to zero (`segshift.engine.schedules`)."""
 
-    name: str = checked("poly", check=one_of("poly", "constant"))
+    name: str = checked("poly", check=one_of("poly", "constant", "linear_decay"))
     power: float = checked(0.9, check=number_at_least(0))
     warmup_iters: int = checked(0, check=at_least(0))
     warmup_ratio: float = checked(1e-6, check=number_between(0, 1))
     min_lr: float = checked(0.0, check=number_at_least(0))
+    constant_iters: int | None = checked(None, check=at_least(0, optional=True))
 
 
 @dataclass

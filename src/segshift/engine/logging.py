@@ -106,6 +106,11 @@ class RunLogger:
         )
         self.message(f"[{kind}] step {step}: {shown}")
 
+    def image(self, tag: str, image: Any, step: int) -> None:
+        """An (H, W, 3) uint8 image to TensorBoard (sample grids of image translation)."""
+        if self._tb is not None:
+            self._tb.add_image(tag, image, step, dataformats="HWC")
+
     def advance(self, steps: int = 1) -> None:
         if self._bar is not None:
             self._bar.update(steps)

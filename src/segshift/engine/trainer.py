@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.config import check_required, save_config
 from segshift.data import build_dataset
+from segshift.data.check import class_list, require_valid_labels, sizes_text
 from segshift.data.samplers import build_rare_class_sampling
 from segshift.engine.checkpoint import (
     capture_rng,
@@ -49,15 +50,24 @@ from segshift.engine.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from segshift.engine.loaders import Stream, evaluation_loader, shard_indices
+from segshift.engine.loaders import Stream, collate, evaluation_loader, shard_indices
 from segshift.engine.logging import RunLogger, drop_records_after
 from segshift.engine.schedules import build_scheduler
 from segshift.engine.threads import setup_threads
-from segshift.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
+from segshift.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingError,
+    TrainingInterrupted,
+)
 from segshift.evaluation import evaluate
+from segshift.evaluation.visualise import write_png
 from segshift.fileio import DirectoryLock, remove_stale_temp_files
 from segshift.models import freeze_normalization
 from segshift.registry import METHODS
+
+SAMPLE_IMAGES = 4  # fixed images per sample stream in a sample grid (image translation)
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -210,8 +220,9 @@ class Trainer:
         self.normalization = freeze_normalization(cfg.model)  # recorded in config.yaml
         val_cfg = cfg.data.val
         self.val_set = build_dataset(val_cfg, train=False) if val_cfg is not None else None
-        self.label_space = self._label_space()
-        self.num_classes = self.label_space.num_classes
+        self.val_report = self._check_val_labels()  # before step 1, not at the first evaluation
+        self.label_space = self._label_space()  # None: a translation method, no labels
+        self.num_classes = self.label_space.num_classes if self.label_space is not None else 0
         self.method = build_method(cfg, self.num_classes)
         for name in self.method.streams:
             if self.method.stream_config(cfg.data.streams, name) is None:
@@ -238,15 +249,73 @@ class Trainer:
         self._eval_pending: int | None = None  # a resumed step whose evaluation is owed
         self._save_due = False  # a checkpoint postponed while the loss was non-finite
         self._notes: list[str] = []  # resume notes, printed once the logger exists
+        self._sample_batches: dict[str, Any] | None = None  # fixed images of sample grids
+        self._samples_step: int | None = None  # the step of the last sample grid written
 
     # ----------------------------------------------------------------- set-up
+    def _check_val_labels(self) -> Any:
+        """Read every validation mask once (rank 0, in ``data.num_workers`` threads): a DataError
+        on every rank lists all bad files; the report gives the image sizes."""
+        if self.val_set is None:
+            return None
+        report = None
+        if self.fabric.global_rank == 0:
+            workers = max(1, self.cfg.data.num_workers)
+            try:
+                report = require_valid_labels(self.val_set, "data.val", workers)
+            except DataError as error:
+                report = error
+        if self.fabric.world_size > 1:
+            report = self.fabric.broadcast(report, src=0)
+        if isinstance(report, DataError):
+            raise report
+        return report
+
+    def _unused_streams(self) -> list[str]:
+        """Configured ``data.streams`` that the method reads neither itself nor by default."""
+        streams = self.cfg.data.streams
+        read = {
+            n if n in streams else self.method.stream_defaults.get(n) for n in self.method.streams
+        }
+        return [name for name in streams if name not in read]
+
+    def _log_data_summary(self, logger: RunLogger) -> None:
+        """The method and what it reads, the classes, the validation images; a WARNING for each
+        configured stream it does not read (not loaded, so a missing root does not stop it)."""
+        cfg, method = self.cfg, self.method
+        reads = [
+            f"data.streams.{n}"
+            if n in cfg.data.streams
+            else f"{n} (a second pass over data.streams.{method.stream_defaults[n]})"
+            for n in method.streams
+        ]
+        logger.message(f"method {cfg.method.name} reads {', '.join(reads) or 'no stream'}")
+        if self.label_space is not None:
+            logger.message(class_list(self.label_space.class_names))
+        if self.val_report is not None:
+            logger.message(
+                f"data.val: {self.val_report.images} images, image sizes (HxW) "
+                f"{sizes_text(self.val_report.sizes)}"
+            )
+        for name in self._unused_streams():
+            root = Path(str(cfg.data.streams[name].root)).expanduser()
+            missing = "" if root.is_dir() else f"; its root {root} does not exist"
+            logger.message(
+                f"WARNING: data.streams.{name} is configured but method '{cfg.method.name}' does "
+                f"not read it: it is not loaded{missing}. Remove it, or choose a method that "
+                "uses it"
+            )
+
     def _label_space(self) -> Any:
-        """The validation set's label space, else the first labeled stream's."""
+        """The validation set's label space, else the first labeled stream's; None for a
+        method without a segmenter (image translation) on unlabeled data."""
         if self.val_set is not None:
             return self.val_set.label_space
         for stream_cfg in self.cfg.data.streams.values():
             if stream_cfg.labeled:
                 return build_dataset(stream_cfg, train=False).label_space
+        if not METHODS.get(self.cfg.method.name).segments:
+            return None
         raise ConfigError("no labeled dataset to take the label space from: set data.val")
 
     def setup_training(self) -> None:
@@ -266,6 +335,7 @@ class Trainer:
                 warmup_ratio=cfg.schedule.warmup_ratio,
                 min_lr=cfg.schedule.min_lr,
                 base_lr=opt.param_groups[0]["lr"],  # each optimizer decays from its own rate
+                constant_iters=cfg.schedule.constant_iters,
             )
             for name, opt in optimizers.items()
         }
@@ -279,7 +349,8 @@ class Trainer:
             stream_cfg = self.method.stream_config(self.cfg.data.streams, name)
             dataset = build_dataset(stream_cfg, train=True)
             names = list(dataset.label_space.class_names)
-            if dataset.labeled and names != list(self.label_space.class_names):
+            space = self.label_space
+            if space is not None and dataset.labeled and names != list(space.class_names):
                 raise ConfigError(
                     f"data.streams.{name} ({stream_cfg.name}, label space "
                     f"'{dataset.label_space.name}', {len(names)} classes) does not match the "
@@ -330,8 +401,10 @@ class Trainer:
             "label_space": self.label_space_info(),
         }
 
-    def label_space_info(self) -> dict[str, Any]:
+    def label_space_info(self) -> dict[str, Any] | None:
         space = self.label_space
+        if space is None:
+            return None
         return {
             "name": space.name,
             "class_names": list(space.class_names),
@@ -426,8 +499,10 @@ class Trainer:
         state, origin = load_checkpoint(path)
         load_method_state(self.method, state["method"], origin)
         step = int(state["step"])
-        saved_names = state.get("label_space", {}).get("class_names")
-        if saved_names is not None and list(saved_names) != list(self.label_space.class_names):
+        saved_names = (state.get("label_space") or {}).get("class_names")
+        space = self.label_space
+        known = saved_names is not None and space is not None
+        if known and list(saved_names) != list(space.class_names):
             raise ConfigError(
                 f"cannot resume {self.run_dir}: its classes are {list(saved_names)}, the "
                 f"configured data's are {list(self.label_space.class_names)} (data.val)"
@@ -625,15 +700,19 @@ class Trainer:
             f"input normalisation: {norm.preset} ({norm.channel_order.upper()}, x{norm.scale:g}, "
             f"mean {list(norm.mean)}, std {list(norm.std)})"
         )
+        self._log_data_summary(logger)
         for name, stream in self.streams.items():
             # say how often each stream's images repeat: a few labeled images cycled against
             # many unlabeled ones are seen far more often, and the log should say so
             size, batch = len(stream.dataset), stream.batch_size
             passes = cfg.train.iters * batch * self.fabric.world_size / max(size, 1)
             labels = "labeled" if getattr(stream.dataset, "labeled", True) else "unlabeled"
+            node = self.method.stream_config(cfg.data.streams, name)
+            crop = "x".join(map(str, node.crop_size)) if node.crop_size else "full size"
+            resize = f", resized to {'x'.join(map(str, node.resize))}" if node.resize else ""
             logger.message(
                 f"data.streams.{name}: {size} {labels} images, {batch} per step per process: "
-                f"{passes:.1f} passes over them in {cfg.train.iters} steps"
+                f"{passes:.1f} passes over them in {cfg.train.iters} steps (crop {crop}{resize})"
             )
             if stream.rare_classes is not None:
                 classes = stream.dataset.label_space.class_names  # type: ignore[attr-defined]
@@ -704,9 +783,10 @@ class Trainer:
             self._settle()
             if is_main:
                 self._check_finite_weights("the export")
+                self._write_samples(logger)
                 export_weights(
                     self.run_dir / "export",
-                    self.method.eval_model(),
+                    self.method.export_model(),
                     {
                         "config": stored_config(cfg),
                         "label_space": self.label_space_info(),
@@ -730,6 +810,7 @@ class Trainer:
         """Evaluate and track the best; on an error, make sure this step's state is saved."""
         try:
             metrics = self.evaluate()
+            self._write_samples(logger)
         except BaseException:
             if self.fabric.world_size == 1 and self._latest_step != self.step:
                 self.save("latest", eval_pending=True)
@@ -743,9 +824,39 @@ class Trainer:
         self._track_best(metrics, logger)
         return metrics
 
+    def _write_samples(self, logger: RunLogger) -> None:
+        """The method's sample grid (``visualise``) of fixed images of its ``sample_streams``:
+        ``samples/step_XXXXXX.png`` and TensorBoard's ``samples`` (main process only)."""
+        streams = self.method.sample_streams
+        if not streams or self.fabric.global_rank != 0 or self._samples_step == self.step:
+            return
+        if self._sample_batches is None:  # evenly spread images, augmentation seed 0: fixed
+            self._sample_batches = {}
+            for name in streams:
+                dataset = self.streams[name].dataset
+                count = min(SAMPLE_IMAGES, len(dataset))
+                items = [dataset[(k * len(dataset) // count, 0)] for k in range(count)]
+                self._sample_batches[name] = collate(items)
+        batches = {k: self.fabric.to_device(b) for k, b in self._sample_batches.items()}
+        training = self.method.training
+        self.method.eval()
+        try:
+            with torch.no_grad(), self.fabric.autocast():
+                grid = self.method.visualise(batches)
+        finally:
+            self.method.train(training)
+        if grid is None:
+            return
+        image = (grid.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+        image = image.cpu().numpy()
+        write_png(self.run_dir / "samples" / f"step_{self.step:06d}.png", image)
+        logger.image("samples", image, self.step)
+        self._samples_step = self.step
+
     def _track_best(self, metrics: dict[str, Any], logger: RunLogger) -> None:
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, float | int)}
-        logger.log(self.step, scalars, kind="eval")
+        if scalars or self.method.segments:  # a translation method evaluates nothing
+            logger.log(self.step, scalars, kind="eval")
         miou = metrics.get("miou", float("nan"))
         if isinstance(miou, float) and miou > self.best["miou"]:
             if non_finite_entries(self.method.state_dict()):
@@ -774,7 +885,7 @@ class Trainer:
         whose classes the data lists in another order (`segshift.engine.restore.class_order`).
         """
         loader = self.val_loader()
-        if loader is None:
+        if loader is None or self.method.eval_model() is None:  # None: a translation method
             return {}
         ev = self.cfg.eval
         result = evaluate(  # switches the model to eval mode and back

@@ -10,6 +10,11 @@ The trainer calls ``backward`` once on ``out["loss"]``, clips gradients, steps e
 returned by ``configure_optimizers`` and then calls ``after_step`` (EMA updates and the like).
 Adversarial methods fit this single backward: the generator's adversarial term is computed with
 the discriminator's parameters frozen, the discriminator's term on detached predictions.
+
+An image-translation method (CycleGAN) has no segmenter: ``segments = False``, ``eval_model()``
+returns None (the trainer skips the mIoU evaluation; ``data.val`` may be absent), ``export_model()``
+returns the generators, and ``visualise`` draws sample grids from fixed images of its
+``sample_streams`` every ``train.eval_every`` steps and at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ class Method(nn.Module):
     # CPS+CutMix's second unlabeled batch. {"unlabeled_mix": "unlabeled"}
     stream_defaults: ClassVar[dict[str, str]] = {}
     Params: ClassVar[type] = NoParams
+    # False: an image-translation method without a segmenter (no label space needed)
+    segments: ClassVar[bool] = True
+    # streams whose fixed images `visualise` draws (sample grids); () draws none
+    sample_streams: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: DictConfig, num_classes: int, ignore_index: int = 255) -> None:
         super().__init__()
@@ -76,6 +85,20 @@ class Method(nn.Module):
     def after_step(self, step: int) -> None:
         """Called after the optimizers stepped (e.g. to update an EMA teacher)."""
 
-    def eval_model(self) -> nn.Module:
-        """The network used for evaluation and prediction (its forward returns ``{"out": ...}``)."""
+    def eval_model(self) -> nn.Module | None:
+        """The network used for evaluation and prediction (its forward returns ``{"out": ...}``);
+        None for a method without a segmenter (``segments = False``): nothing is evaluated."""
         raise NotImplementedError
+
+    def export_model(self) -> nn.Module:
+        """What ``export/model.safetensors`` holds: the eval model, or a translation method's
+        generators."""
+        model = self.eval_model()
+        if model is None:
+            raise NotImplementedError(f"{type(self).__name__} has no model to export")
+        return model
+
+    def visualise(self, batches: dict[str, dict[str, Any]]) -> torch.Tensor | None:
+        """A (3, H, W) image in [0, 1] drawn from fixed batches of ``sample_streams`` (called
+        without gradients, on the main process only); None: nothing to draw."""
+        return None

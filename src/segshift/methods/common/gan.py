@@ -13,12 +13,15 @@ Example::
 
     g_loss, d_loss = adversarial_losses(disc, p_source, p_target, mode="vanilla")
     loss = seg_loss + 0.001 * g_loss + d_loss
+
+:class:`ImagePool` is CycleGAN's history of generated images (``util/image_pool.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,3 +93,56 @@ def discriminator_optimizer(
     """Adam(lr 1e-4, betas (0.9, 0.99)) as in AdaptSegNet and ADVENT; the trainer's poly schedule
     runs relative to this optimizer's own learning rate."""
     return torch.optim.Adam(parameters, lr=lr, betas=betas)
+
+
+class ImagePool(nn.Module):
+    """CycleGAN's history of generated images (Shrivastava et al., 2017; ``util/image_pool.py``).
+
+    Per image of a query: while fewer than ``size`` are stored, store it and return it; once
+    full, with probability 0.5 return a random stored image and store the new one in its place,
+    else return the new image. The discriminator thus also sees older generators' images.
+    Coins and slots come from ``generator`` (a step-seeded one: exact resume). The stored images
+    are buffers (float32, allocated at the first query), so checkpoints hold them; a method
+    lists them in ``_ddp_params_and_buffers_to_ignore`` so DDP keeps one pool per process.
+    ``size`` 0 returns the query unchanged.
+    """
+
+    def __init__(self, size: int = 50) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("images", torch.zeros(0))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self._register_load_state_dict_pre_hook(self._take_stored_shape)
+
+    def _take_stored_shape(self, state: dict[str, Any], prefix: str, *_: Any) -> None:
+        stored = state.get(prefix + "images")
+        if stored is not None and stored.shape != self.images.shape:
+            self.images = torch.zeros(stored.shape, device=self.images.device)
+
+    def query(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B,C,H,W) new images (detached here) -> (B,C,H,W) images for the discriminator."""
+        if self.size == 0:
+            return images.detach()
+        images = images.detach().float()
+        if self.images.dim() != 4 or self.images.shape[1:] != images.shape[1:]:
+            if int(self.count) > 0:
+                raise ValueError(
+                    f"the image pool holds {tuple(self.images.shape[1:])} images, got "
+                    f"{tuple(images.shape[1:])}: its images must have one size (set crop_size)"
+                )
+            self.images = images.new_zeros((self.size, *images.shape[1:]))
+        coins = torch.rand(len(images), generator=generator).tolist()
+        slots = torch.randint(self.size, (len(images),), generator=generator).tolist()
+        returned = []
+        for image, coin, slot in zip(images, coins, slots):
+            count = int(self.count)
+            if count < self.size:
+                self.images[count] = image
+                self.count += 1
+                returned.append(image)
+            elif coin > 0.5:
+                returned.append(self.images[slot].clone())
+                self.images[slot] = image
+            else:
+                returned.append(image)
+        return torch.stack(returned)

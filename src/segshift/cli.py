@@ -500,7 +500,8 @@ def _init(args: argparse.Namespace) -> None:
     config, classes = init_directory(args.directory, args.method)
     print(f"wrote {config} (method {args.method}) and an example {classes}")
     print(f"next: put classes.yaml beside your images/ and masks/, set the roots in {config}")
-    print(f"(or give them on the command line), then: segshift train {config}")
+    print(f"(or give them on the command line), check the data: segshift data check {config}")
+    print(f"and train: segshift train {config}")
 
 
 def _pipeline(args: argparse.Namespace) -> None:

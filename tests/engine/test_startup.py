@@ -61,3 +61,14 @@ def test_summary_names_method_classes_sizes_and_warns_of_unused_stream(
         f"it is not loaded; its root {missing} does not exist" in out
     )
     assert "WARNING: data.streams.labeled" not in out
+
+
+def test_warns_when_val_reads_the_training_images(tiny_config, tiny_folder, tmp_path, capsys):
+    warning = "WARNING: data.val reads the same images as data.streams.labeled"
+    Trainer(tiny_config("train.iters=1", "train.eval_every=0")).fit()  # one root for both
+    out = capsys.readouterr().out
+    assert f"{warning} (dataset folder, root {tiny_folder}, split train)" in out
+    val = shutil.copytree(tiny_folder, tmp_path / "val")  # the same images elsewhere: not caught
+    cfg = tiny_config("train.iters=1", "train.eval_every=0", f"data.val.root={val}", "name=b")
+    Trainer(cfg).fit()
+    assert warning not in capsys.readouterr().out

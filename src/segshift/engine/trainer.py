@@ -279,6 +279,21 @@ class Trainer:
         }
         return [name for name in streams if name not in read]
 
+    def _streams_read_as_val(self) -> list[str]:
+        """Streams the method reads whose dataset, root and split are data.val's: a folder root
+        without split files or folders (``split: train``, the default) trains on its val set."""
+        val = self.cfg.data.val
+        if val is None:
+            return []
+
+        def same(node: Any) -> bool:
+            where = [Path(str(n.root)).expanduser().resolve() for n in (node, val)]
+            return node.name == val.name and where[0] == where[1] and node.split == val.split
+
+        streams = self.cfg.data.streams
+        read = [n for n in self.method.streams if n in streams]
+        return [n for n in read if same(streams[n])]
+
     def _log_data_summary(self, logger: RunLogger) -> None:
         """The method and what it reads, the classes, the validation images; a WARNING for each
         configured stream it does not read (not loaded, so a missing root does not stop it)."""
@@ -296,6 +311,13 @@ class Trainer:
             logger.message(
                 f"data.val: {self.val_report.images} images, image sizes (HxW) "
                 f"{sizes_text(self.val_report.sizes)}"
+            )
+        for name in self._streams_read_as_val():
+            logger.message(
+                f"WARNING: data.val reads the same images as data.streams.{name} (dataset "
+                f"{cfg.data.val.name}, root {cfg.data.val.root}, split {cfg.data.val.split}): its "
+                "scores measure training images. Give data.val another root or split (e.g. "
+                "data.val.split=val with a val.txt or val/ folder)"
             )
         for name in self._unused_streams():
             root = Path(str(cfg.data.streams[name].root)).expanduser()

@@ -153,6 +153,14 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 EVAL_MODES = ("whole", "slide", "slide_unimatch")
 
 
+# Keys of a dataset node that belong to its stream: a `concat` part cannot set them.
+STREAM_KEYS = (
+    "batch_size", "resize", "crop_size", "scale_range", "hflip", "photometric", "interpolation",
+    "policy", "policy_ops", "policy_magnitude", "policy_geometric", "rcs_temperature",
+    "rcs_min_pixels", "rcs_min_crop_ratio",
+)  # fmt: skip
+
+
 @dataclass
 class DatasetConfig:
     """One dataset: where it is, which part of it, and how its samples are augmented."""
@@ -194,6 +202,10 @@ class DatasetConfig:
     rcs_min_pixels: int = checked(3000, check=at_least(0))
     rcs_min_crop_ratio: float = checked(0.5, check=number_at_least(0))
     options: dict[str, Any] = field(default_factory=dict)
+    # More datasets read as part of this one (e.g. GTA5 + its CycleGAN translation): each entry's
+    # keys replace this node's (`- {root: /data/cyclegta}` reads the same dataset type, split and
+    # options from another root); augmentation and batching stay this node's.
+    concat: Any = None  # checked by _concat_part_problem
 
 
 @dataclass
@@ -453,10 +465,56 @@ def _output_dir_not_a_file(node: DictConfig) -> tuple[str, str] | None:
     return None
 
 
+def _part_key_problem(key: str, part_keys: list[str]) -> str | None:
+    """Why ``key`` cannot be set in a ``concat`` entry, or None."""
+    if key in STREAM_KEYS:
+        return (
+            f"augmentation, batching and sampling keys are the stream's: set '{key}' on the "
+            f"stream itself (a part says where its data is and what it is: {', '.join(part_keys)})"
+        )
+    if key == "concat":
+        return "a part has no parts: list every part in the stream's concat"
+    return None if key in part_keys else f"not a dataset key{did_you_mean(key, part_keys)}"
+
+
+def _concat_part_problem(node: DictConfig) -> tuple[str, str] | None:
+    """The first bad key of a ``concat`` entry: a key the stream owns (``STREAM_KEYS``), an
+    unknown key, a value of the wrong type or out of range, a ``labeled`` unlike the stream's."""
+    if "concat" not in node or OmegaConf.is_interpolation(node, "concat"):
+        return None
+    try:
+        entries = _plain(node.concat)
+    except OmegaConfBaseException:  # an interpolation to a value not given yet
+        return None
+    if entries is None:
+        return None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return "concat", f"expected a list of dataset mappings or null, got {entries!r}"
+    fields = {f.name: f for f in dataclasses.fields(DatasetConfig)}
+    part_keys = [name for name in fields if name not in (*STREAM_KEYS, "concat")]
+    for i, entry in enumerate(entries):
+        for key in entry:
+            problem = _part_key_problem(str(key), part_keys)
+            if problem:
+                return f"concat[{i}].{key}", problem
+        try:
+            part = OmegaConf.merge(OmegaConf.structured(DatasetConfig), entry)
+        except OmegaConfBaseException as err:
+            return f"concat[{i}].{getattr(err, 'full_key', '')}", str(err).splitlines()[0]
+        for key, value in entry.items():
+            check = fields[key].metadata.get("check")
+            if check is not None and not check.ok(value):
+                return f"concat[{i}].{key}", f"expected {check.expected}, got {value!r}"
+        if "labeled" in entry and part.labeled != node.labeled:
+            return f"concat[{i}].labeled", "every part is labeled, or unlabeled, as the stream is"
+    return None
+
+
 # Checks that involve several keys of one schema node; (key, message) when they fail.
 _NODE_CHECKS: dict[type, Callable[[DictConfig], tuple[str, str] | None]] = {
     EvalConfig: _eval_needs_window,
     Config: _output_dir_not_a_file,
+    DatasetConfig: _concat_part_problem,
 }
 
 
@@ -471,7 +529,7 @@ def validate(cfg: DictConfig, origin: str = "config", overridden: tuple[str, ...
     def where(key: str) -> str:
         return (
             "command line"
-            if any(key == o or key.startswith(f"{o}.") for o in overridden)
+            if any(key == o or key.startswith((f"{o}.", f"{o}[")) for o in overridden)
             else origin
         )
 

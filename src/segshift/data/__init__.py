@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segshift.data import camvid, cityscapes, folder, gta5, synthia, voc  # noqa: F401  (registers)
 from segshift.data.base import SampleFiles, SegDataset
+from segshift.data.concat import ConcatSegDataset, part_configs
 from segshift.data.label_space import (
     LabelSpace,
     get_label_space,
@@ -28,6 +29,7 @@ from segshift.registry import DATASETS
 from segshift.transforms import build_transform
 
 __all__ = [
+    "ConcatSegDataset",
     "LabelSpace",
     "SampleFiles",
     "SegDataset",
@@ -84,7 +86,16 @@ def build_dataset(cfg: Any, train: bool) -> SegDataset:
     DictConfig). ``cfg.options`` holds the dataset's own keyword arguments; an unknown one is a
     ConfigError. ``cfg.domain`` defaults to the dataset name. With ``rcs_temperature`` set, keys
     that name a class re-crop towards it (rare-class sampling, see ``segshift.data.samplers``).
+    With ``cfg.concat`` it is a :class:`ConcatSegDataset` of ``cfg`` and each entry's dataset
+    (``segshift.data.concat``).
     """
+    parts = part_configs(cfg)
+    if len(parts) > 1:
+        return ConcatSegDataset([_build_one(part, train) for part in parts])
+    return _build_one(cfg, train)
+
+
+def _build_one(cfg: Any, train: bool) -> SegDataset:
     cls = DATASETS.get(cfg.name)
     if getattr(cfg, "complement", False) and cfg.n_labeled is None:
         raise ConfigError(

@@ -33,9 +33,10 @@ from tqdm import tqdm
 from segshift.config import DatasetConfig, merge_into_schema
 from segshift.data import build_dataset
 from segshift.data.base import SegDataset
+from segshift.data.concat import check_parts, part_configs
 from segshift.data.label_space import IGNORE_INDEX
 from segshift.data.splits import SPLIT_FILE_NAMES
-from segshift.errors import DataError, SegshiftError
+from segshift.errors import ConfigError, DataError, SegshiftError
 from segshift.registry import DATASETS
 
 SHOWN_FILES = 3  # files named per problem in the table (the JSON report has all)
@@ -52,6 +53,7 @@ _KINDS = (
     ("not found", re.compile(r"(root|directory|split file) .* does not exist")),
     ("unreadable", re.compile(r"cannot read|file not found|floating-point|integer image")),
     ("mask format", re.compile(r"mask must hold|expected a palette|single-channel mask")),
+    ("label space", re.compile(r"concatenated datasets (need one label space|must all be)")),
 )
 
 
@@ -278,18 +280,39 @@ def directory_sets(root: str | Path, overrides: Sequence[str] = ()) -> list[tupl
 def check_sets(
     sets: Sequence[tuple[str, Any]], workers: int = 2, progress: bool = False
 ) -> list[SetReport]:
-    """Open and scan each (name, dataset node); a set that cannot be opened is reported too."""
+    """Open and scan each (name, dataset node); a set that cannot be opened is reported too.
+    A concatenation is checked part by part (``data.streams.source``, then
+    ``data.streams.source.concat[0]``, ...); a part whose classes differ from the first's is a
+    ``label space`` problem of that part."""
     reports = []
     for where, node in sets:
-        dataset, problems = open_dataset(node, where)
-        if dataset is None:
-            unset = isinstance(node, DictConfig) and OmegaConf.is_missing(node, "root")
-            report = SetReport(where, "(root not set)" if unset else str(node.root), node.labeled)
-        else:
-            report = scan_dataset(dataset, where, workers, progress)
-        report.problems[:0] = problems
-        reports.append(report)
+        first = None
+        for k, part in enumerate(part_configs(node)):
+            name = where if k == 0 else f"{where}.concat[{k - 1}]"
+            dataset, report = _check_set(part, name, workers, progress)
+            if dataset is not None and first is not None:
+                try:
+                    check_parts([first, dataset])
+                except ConfigError as error:
+                    report.problems += classify(error, report.root)
+            if first is None:
+                first = dataset
+            reports.append(report)
     return reports
+
+
+def _check_set(
+    node: Any, where: str, workers: int, progress: bool
+) -> tuple[SegDataset | None, SetReport]:
+    """The dataset of one node (None if it cannot be opened) and its report."""
+    dataset, problems = open_dataset(node, where)
+    if dataset is None:
+        unset = isinstance(node, DictConfig) and OmegaConf.is_missing(node, "root")
+        report = SetReport(where, "(root not set)" if unset else str(node.root), node.labeled)
+    else:
+        report = scan_dataset(dataset, where, workers, progress)
+    report.problems[:0] = problems
+    return dataset, report
 
 
 def require_valid_labels(dataset: SegDataset, where: str, workers: int = 2) -> SetReport:

@@ -191,7 +191,13 @@ def cached_class_pixel_counts(
     dataset: SegDataset, cache_dir: str | Path, num_workers: int = 0
 ) -> list[PixelCounts]:
     """:func:`count_class_pixels`, computed once and kept in ``cache_dir`` (see
-    :func:`class_stats_path`); a stale or corrupt file is recomputed with a warning."""
+    :func:`class_stats_path`); a stale or corrupt file is recomputed with a warning. A
+    concatenation (``ConcatSegDataset``) keeps one file per part, in the order of its samples."""
+    parts = getattr(dataset, "parts", None)
+    if parts is not None:
+        return [
+            c for part in parts for c in cached_class_pixel_counts(part, cache_dir, num_workers)
+        ]
     path = class_stats_path(dataset, cache_dir)
     fingerprint = _fingerprint(dataset)
     if path.is_file():

@@ -39,8 +39,9 @@ from torch.utils.data import DataLoader
 
 import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.config import check_required, save_config
-from segshift.data import build_dataset
+from segshift.data import ConcatSegDataset, build_dataset
 from segshift.data.check import class_list, require_valid_labels, sizes_text
+from segshift.data.concat import part_configs
 from segshift.data.samplers import build_rare_class_sampling
 from segshift.engine.checkpoint import (
     capture_rng,
@@ -286,13 +287,13 @@ class Trainer:
         if val is None:
             return []
 
-        def same(node: Any) -> bool:
-            where = [Path(str(n.root)).expanduser().resolve() for n in (node, val)]
-            return node.name == val.name and where[0] == where[1] and node.split == val.split
+        def same(node: Any, other: Any) -> bool:
+            where = [Path(str(n.root)).expanduser().resolve() for n in (node, other)]
+            return node.name == other.name and where[0] == where[1] and node.split == other.split
 
-        streams = self.cfg.data.streams
+        streams, vals = self.cfg.data.streams, part_configs(val)  # each part of a concatenation
         read = [n for n in self.method.streams if n in streams]
-        return [n for n in read if same(streams[n])]
+        return [n for n in read if any(same(p, v) for p in part_configs(streams[n]) for v in vals)]
 
     def _log_data_summary(self, logger: RunLogger) -> None:
         """The method and what it reads, the classes, the validation images; a WARNING for each
@@ -729,12 +730,16 @@ class Trainer:
             size, batch = len(stream.dataset), stream.batch_size
             passes = cfg.train.iters * batch * self.fabric.world_size / max(size, 1)
             labels = "labeled" if getattr(stream.dataset, "labeled", True) else "unlabeled"
+            parts = ""
+            if isinstance(stream.dataset, ConcatSegDataset):
+                parts = f" ({stream.dataset.parts_summary()})"
             node = self.method.stream_config(cfg.data.streams, name)
             crop = "x".join(map(str, node.crop_size)) if node.crop_size else "full size"
             resize = f", resized to {'x'.join(map(str, node.resize))}" if node.resize else ""
             logger.message(
-                f"data.streams.{name}: {size} {labels} images, {batch} per step per process: "
-                f"{passes:.1f} passes over them in {cfg.train.iters} steps (crop {crop}{resize})"
+                f"data.streams.{name}: {size} {labels} images{parts}, {batch} per step per "
+                f"process: {passes:.1f} passes over them in {cfg.train.iters} steps "
+                f"(crop {crop}{resize})"
             )
             if stream.rare_classes is not None:
                 classes = stream.dataset.label_space.class_names  # type: ignore[attr-defined]

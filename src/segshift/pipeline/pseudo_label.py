@@ -76,6 +76,7 @@ IGNORE = 255
 AUX_WEIGHT = 0.5  # Seg-Uncertainty labels from softmax(main + 0.5 aux)
 DATA_KEYS = (
     "name", "split", "split_file", "n_labeled", "subset_seed", "complement", "resize", "interpolation",
+    "concat",
 )  # fmt: skip
 
 
@@ -591,4 +592,5 @@ def pseudo_dataset(out: str | Path) -> dict[str, Any]:
         "n_labeled": None,
         "split_file": None,
         "complement": False,
+        "concat": None,  # the parts of a concatenated stream are all in the folder
     }

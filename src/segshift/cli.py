@@ -13,6 +13,7 @@ Examples::
     segshift pseudo-label --checkpoint runs/teacher --data my.yaml --out pseudo/ --rule cbst
     segshift sweep my.yaml --set data.streams.labeled.n_labeled=23,46 --set seed=0,1,2
     segshift translate train translate/synthcity data.streams.source.root=SIM ...
+    segshift translate apply --checkpoint runs/translate/cyclegan_synthcity --data SIM --out TR
 """
 
 from __future__ import annotations
@@ -307,7 +308,8 @@ def _add_translate_parser(sub: argparse._SubParsersAction) -> None:
         help="image translation (CycleGAN) between a source and a target image stream",
         description="Train an image-translation method (translate train) on two image streams "
         "(labels not needed); its run directory holds sample grids (samples/) and the "
-        "generators (export/).",
+        "generators (export/), with which translate apply writes the translated copy of a "
+        "dataset.",
     )
     commands = translate.add_subparsers(dest="translate_command", required=True)
     _add_train_arguments(
@@ -321,6 +323,74 @@ def _add_translate_parser(sub: argparse._SubParsersAction) -> None:
             "data.streams.target.root=PHOTO",
         )
     )
+    _add_translate_apply_parser(commands)
+
+
+def _add_translate_apply_parser(commands: argparse._SubParsersAction) -> None:
+    apply = commands.add_parser(
+        "apply",
+        help="write the translated copy of a whole dataset with a translation run",
+        description="Translate every image of a dataset at its own size into OUT under the "
+        "same relative path and name, copy its masks and the root's metadata files "
+        "(classes.yaml, train.txt, ...), so the same dataset config with root=OUT reads the "
+        "translation; OUT/translation.json names the checkpoint. A rerun skips the images "
+        "already written. Example: segshift translate apply --checkpoint "
+        "runs/translate/cyclegan_synthcity --data translate/synthcity --out data/sim_as_photo "
+        "data.streams.source.root=SIM data.streams.target.root=PHOTO",
+    )
+    apply.add_argument(
+        "overrides", nargs="*", help="dotted overrides of the --data config (or dataset node)"
+    )
+    apply.add_argument(
+        "--checkpoint",
+        required=True,
+        help="finished translation run directory, its export/ or model.safetensors",
+    )
+    apply.add_argument(
+        "--data",
+        required=True,
+        help="dataset directory (every split) or config (YAML or packaged name)",
+    )
+    apply.add_argument("--out", required=True, help="output directory (the translated dataset)")
+    apply.add_argument(
+        "--direction", default="source_to_target", choices=["source_to_target", "target_to_source"]
+    )
+    apply.add_argument("--stream", help="stream of a --data config (default: source; or val)")
+    apply.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    apply.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    apply.add_argument("--workers", type=int, default=2, help="image-reading processes")
+    apply.add_argument(
+        "--overwrite", action="store_true", help="delete the translation in OUT and start again"
+    )
+
+
+def _translate_apply(args: argparse.Namespace) -> None:
+    from segshift.pipeline.translate_apply import apply_translation
+
+    if args.workers < 0:
+        raise SegshiftError(f"--workers: must be >= 0; got {args.workers}")
+    summary = apply_translation(
+        args.checkpoint,
+        args.data,
+        args.out,
+        direction=args.direction,
+        stream=args.stream,
+        overrides=args.overrides,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    for note in summary["notes"]:
+        print(note)
+    per_image = summary["seconds_per_image"]
+    timing = f", {per_image:.4f} s/image" if per_image is not None else ""
+    print(
+        f"translated {summary['translated']} images, skipped {summary['skipped']} already in "
+        f"{args.out}{timing}; {summary['masks']} masks"
+    )
+    print(f"wrote {args.out} ({summary['images']} images, translation.json)")
 
 
 def _translate_train(args: argparse.Namespace) -> None:
@@ -334,8 +404,8 @@ def _translate_train(args: argparse.Namespace) -> None:
         print(f"sample grid: {grid}")
 
 
-# `segshift translate <command>`; `apply` joins here
-TRANSLATE_COMMANDS = {"train": _translate_train}
+# `segshift translate <command>`
+TRANSLATE_COMMANDS = {"train": _translate_train, "apply": _translate_apply}
 
 
 def _translate(args: argparse.Namespace) -> None:

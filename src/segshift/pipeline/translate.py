@@ -1,5 +1,6 @@
 """Image translation runs (``segshift translate train``): train a translation method such as
-CycleGAN on the ordinary trainer, with the checks and summary of the translate commands.
+CycleGAN on the ordinary trainer; ``segshift translate apply`` (`segshift.pipeline.translate_apply`)
+writes the translated copy of a whole dataset with its generators.
 
 A translation run is an ordinary run directory: ``checkpoints/`` (generators, discriminators,
 image pools, optimizers: exact resume), ``log.jsonl`` and ``tb/`` (losses, sample grids),
@@ -58,3 +59,6 @@ def train_translation(
     trainer = Trainer(cfg, run_dir=run_dir, overwrite=overwrite)
     trainer.fit()
     return trainer.run_dir
+
+
+# --- translate apply ---------------------------------------------------------------------------

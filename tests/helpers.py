@@ -54,6 +54,17 @@ def every_stream(root) -> list[str]:
     return overrides
 
 
+# Methods whose default networks are big for a CPU test: small widths, same code paths.
+TINY_METHOD_PARAMS = {
+    "cyclegan": ["method.params.ngf=8", "method.params.n_blocks=1", "method.params.ndf=8"],
+}
+
+
+def method_overrides(method: str) -> list[str]:
+    """``method.name=<method>`` and the method's tiny network sizes, if it has any."""
+    return [f"method.name={method}", *TINY_METHOD_PARAMS.get(method, [])]
+
+
 def assert_resume_exact(tiny_config, tmp_path, *extra: str) -> tuple[Trainer, Trainer]:
     """2N steps in one go == N steps, stop, resume, N steps: weights, optimizer state, losses."""
     straight = Trainer(tiny_config("train.iters=4", f"output_dir={tmp_path / 'a'}", *extra))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import segshift.methods  # noqa: F401  (registers the methods)
-from helpers import every_stream
+from helpers import every_stream, method_overrides
 from segshift.registry import METHODS
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -82,7 +82,7 @@ def test_every_method_trains_on_two_processes(method: str, tmp_path: Path, folde
     parameter of the method: students, teachers, discriminators)."""
     data = folder_factory(tmp_path / "data", n=6)
     overrides = [
-        f"method.name={method}",
+        *method_overrides(method),
         f"data.streams.labeled.root={data}",
         f"data.val.root={data}",
         f"output_dir={tmp_path / 'runs'}",

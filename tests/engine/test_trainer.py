@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from helpers import assert_resume_exact, every_stream, read_log
+from helpers import assert_resume_exact, every_stream, method_overrides, read_log
 from segshift.engine.checkpoint import load_checkpoint
 from segshift.engine.trainer import Trainer
 from segshift.errors import ConfigError, TrainingError, TrainingInterrupted
@@ -48,7 +48,9 @@ def test_lr_follows_poly_schedule(tiny_config) -> None:
 
 @pytest.mark.parametrize("method", METHODS.names())
 def test_resume_is_exact(method, tiny_config, tiny_folder, tmp_path) -> None:
-    assert_resume_exact(tiny_config, tmp_path, f"method.name={method}", *every_stream(tiny_folder))
+    assert_resume_exact(
+        tiny_config, tmp_path, *method_overrides(method), *every_stream(tiny_folder)
+    )
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_config, monkeypatch) -> None:

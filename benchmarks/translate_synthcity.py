@@ -123,6 +123,8 @@ def main() -> None:
             )
             raw.write_text(json.dumps(runs, indent=1))
             write_result(name, title(args.target), body(runs, raw, run, manifest, args.target))
+    if runs:  # also when every run was there already (the text may have changed)
+        write_result(name, title(args.target), body(runs, raw, run, manifest, args.target))
 
 
 def title(target: str) -> str:
@@ -148,7 +150,7 @@ def body(runs: list[dict], raw: Path, run: Path, manifest: dict, target: str) ->
         "",
     ]
     names = list(get_label_space("camvid").class_names)
-    return "\n".join(lines) + method_table(runs, "source_only", names, raw)
+    return "\n".join(lines) + "\n" + method_table(runs, "source_only", names, raw)
 
 
 if __name__ == "__main__":

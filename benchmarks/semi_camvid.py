@@ -7,9 +7,12 @@ subset) and the other train images as the unlabeled stream; tested on CamVid val
 ``labeled_only`` is the baseline (the same labeled images, supervised), ``full`` the reference
 with all 367 train images labeled (same model and budget). Runs accumulate in
 ``results/semi_camvid_<n>[_<iters>it].json`` (a run already there is skipped), so the benchmark
-can span sessions; the table is the ``.md`` beside it.
+can span sessions; the table is the ``.md`` beside it. ``--set KEY=VALUE ... --tag T`` trains a
+variant (recorded as ``method[T]``), e.g. Mean Teacher with a consistency ramp-up.
 
     .venv/bin/python -m benchmarks.semi_camvid --methods labeled_only,fixmatch --labeled 46
+    .venv/bin/python -m benchmarks.semi_camvid --methods mean_teacher --labeled 46 \
+        --set method.params.rampup_iters=200 --tag rampup200
 """
 
 from __future__ import annotations
@@ -24,16 +27,27 @@ from segshift.config import load_config
 from segshift.data.label_space import get_label_space
 
 
-def config_for(method: str, n_labeled: int, seed: int, out: Path, iters: int | None):
+def config_for(
+    method: str,
+    n_labeled: int,
+    seed: int,
+    out: Path,
+    iters: int | None,
+    extra: list[str] = (),
+    tag: str | None = None,
+):
     overrides = [
         f"data.streams.labeled.root={CAMVID}",
         f"data.streams.unlabeled.root={CAMVID}",
         f"data.val.root={CAMVID}",
         f"output_dir={out}",
         f"seed={seed}",
-        f"name={method}_n{n_labeled}_s{seed}" + (f"_{iters}it" if iters else ""),
+        f"name={method}_n{n_labeled}_s{seed}"
+        + (f"_{iters}it" if iters else "")
+        + (f"_{tag}" if tag else ""),
         "train.resume=false",
         "train.progress=plain",
+        *extra,
     ]
     if iters is not None:
         overrides += [f"train.iters={iters}", f"train.eval_every={iters}"]
@@ -51,7 +65,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--iters", type=int, default=None, help="override the configs' budget")
     parser.add_argument("--out", default="runs/semi_bench")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for a variant")
+    parser.add_argument("--tag", default=None, help="variant name, recorded as method[tag]")
     args = parser.parse_args()
+    if args.set and not args.tag:
+        raise SystemExit("--set trains a variant: name it with --tag")
     if not CAMVID.is_dir():
         raise SystemExit(f"CamVid not found at {CAMVID}")
     name = f"semi_camvid_{args.labeled}" + (f"_{args.iters}it" if args.iters else "")
@@ -66,10 +84,13 @@ def main() -> None:
     )
     for seed in map(int, args.seeds.split(",")):
         for method in args.methods.split(","):
-            if any(r["method"] == method and r["seed"] == seed for r in runs):
+            label = f"{method}[{args.tag}]" if args.tag else method
+            if any(r["method"] == label and r["seed"] == seed for r in runs):
                 continue
-            cfg = config_for(method, args.labeled, seed, Path(args.out), args.iters)
-            runs.append(train_record(cfg, method, seed))
+            cfg = config_for(
+                method, args.labeled, seed, Path(args.out), args.iters, args.set, args.tag
+            )
+            runs.append(train_record(cfg, label, seed))
             raw.write_text(json.dumps(runs, indent=1))
             write_result(
                 name, title, note + method_table(runs, "labeled_only", names, raw, ("full",))

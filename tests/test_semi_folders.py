@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from segshift.config import load_config
 from segshift.data.synthcity import generate, render_sample
 from segshift.engine.trainer import Trainer
+from segshift.registry import METHODS
 
 SIZE = (32, 40)
 
@@ -56,3 +58,18 @@ def test_twenty_labeled_two_hundred_unlabeled_plain_folders(tmp_path: Path, caps
     evals = [r for r in log if r["kind"] == "eval"]
     assert len(evals) == 1 and 0.0 <= evals[0]["miou"] <= 1.0
     assert trainer.num_classes == 11
+
+
+@pytest.mark.parametrize(
+    "method", ["fixmatch", "unimatch", "cps", "mean_teacher", "cct", "u2pl", "reco"]
+)
+def test_any_semi_method_builds_from_the_folders_config_by_name(method: str) -> None:
+    """The config's header promises ``method.name=X`` for every semi-supervised method: the
+    method's own defaults apply, no parameter of another method is left behind."""
+    cfg = load_config(
+        "semi/folders",
+        ["data.streams.labeled.root=L", "data.streams.unlabeled.root=U", "data.val.root=V"]
+        + [f"method.name={method}"],
+    )
+    built = METHODS.build(method, cfg=cfg, num_classes=3)
+    assert {"labeled", "unlabeled"} <= set(built.streams)

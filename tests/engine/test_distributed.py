@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import segshift.methods  # noqa: F401  (registers the methods)
-from helpers import every_stream, method_overrides
 from segshift.registry import METHODS
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -76,46 +75,30 @@ def test_two_process_training_and_evaluation(tmp_path: Path, folder_factory) -> 
     assert one["miou"] == two["miou"] and one["classes"] == two["classes"]
 
 
+@pytest.fixture(scope="module")
+def ddp_methods(tmp_path_factory, folder_factory) -> tuple[Path, str]:
+    """Every registered method trained 2 steps on 2 gloo processes in ONE torchrun launch
+    (ddp_methods_worker.py; a launch per method cost ~6 s of start-up each). Returns the runs'
+    directory and the launch's output (the failing method's traceback, if any)."""
+    root = tmp_path_factory.mktemp("ddp_methods")
+    data = folder_factory(root / "data", n=6)
+    out = root / "runs"
+    worker = Path(__file__).with_name("ddp_methods_worker.py")
+    args = [*TORCHRUN, "--nproc_per_node", "2", str(worker), str(out), str(data)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [*args, *METHODS.names()], cwd=root, env=env, capture_output=True, text=True, timeout=900
+    )
+    return out, result.stdout[-4000:] + result.stderr[-4000:]
+
+
 @pytest.mark.parametrize("method", METHODS.names())
-def test_every_method_trains_on_two_processes(method: str, tmp_path: Path, folder_factory) -> None:
+def test_every_method_trains_on_two_processes(method: str, ddp_methods) -> None:
     """Each registered method: 2 gloo processes, 2 steps, a checkpoint (DDP sees every
     parameter of the method: students, teachers, discriminators)."""
-    data = folder_factory(tmp_path / "data", n=6)
-    overrides = [
-        *method_overrides(method),
-        f"data.streams.labeled.root={data}",
-        f"data.val.root={data}",
-        f"output_dir={tmp_path / 'runs'}",
-        "name=ddp",
-        "data.num_workers=0",
-        "data.streams.labeled.batch_size=2",
-        "data.streams.labeled.crop_size=[32,32]",
-        "data.val.batch_size=2",
-        "train.iters=2",
-        "train.eval_every=0",
-        "train.ckpt_every=2",
-        "train.log_every=1",
-        "train.progress=plain",
-        "train.accelerator=cpu",
-        "train.devices=2",
-        "train.strategy=ddp",
-        *every_stream(data),
-    ]
-    run(
-        [
-            *TORCHRUN,
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "segshift.cli",
-            "train",
-            "demo/oracle",
-            *overrides,
-        ],
-        tmp_path,
-    )
-    log = [
-        json.loads(x) for x in (tmp_path / "runs" / "ddp" / "log.jsonl").read_text().splitlines()
-    ]
+    out, output = ddp_methods
+    assert (out / method / "done").is_file(), f"{method} did not finish on 2 processes:\n{output}"
+    log = [json.loads(x) for x in (out / method / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r["kind"] == "train"]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert (out / method / "checkpoints" / "latest.pt").is_file()

@@ -99,8 +99,18 @@ def train_record(cfg, method: str, seed: int) -> dict:
         "miou": metrics["miou"],
         "iou": [float(x) for x in metrics["iou"]],
         "sec_per_step": statistics.median(steps) if steps else float("nan"),
+        "final_losses": final_losses(log, trainer.step),
         "command": f"python -m benchmarks.{Path(sys.argv[0]).stem} " + " ".join(sys.argv[1:]),
     }
+
+
+def final_losses(log: list[dict], iters: int) -> dict[str, float]:
+    """Each logged loss term averaged over the train log lines of the run's last quarter (steps
+    >= 3/4 of ``iters``): how far the run fitted its objective, less noisy than one step."""
+    skip = ("kind", "step", "time", "lr", "sec_per_step")
+    rows = [r for r in log if r["kind"] == "train" and r["step"] >= 0.75 * iters]
+    keys = {k for r in rows for k in r if k not in skip and isinstance(r[k], (int, float))}
+    return {k: statistics.mean(r[k] for r in rows if k in r) for k in sorted(keys)}
 
 
 def method_table(

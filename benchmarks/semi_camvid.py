@@ -21,10 +21,18 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import RESULTS, method_table, train_record, write_result
+from benchmarks.common import RESULTS, final_losses, method_table, train_record, write_result
 from benchmarks.uda_synthcity import CAMVID
 from segshift.config import load_config
 from segshift.data.label_space import get_label_space
+
+
+def run_name(method: str, n_labeled: int, seed: int, iters: int | None, tag: str | None) -> str:
+    return (
+        f"{method}_n{n_labeled}_s{seed}"
+        + (f"_{iters}it" if iters else "")
+        + (f"_{tag}" if tag else "")
+    )
 
 
 def config_for(
@@ -42,9 +50,7 @@ def config_for(
         f"data.val.root={CAMVID}",
         f"output_dir={out}",
         f"seed={seed}",
-        f"name={method}_n{n_labeled}_s{seed}"
-        + (f"_{iters}it" if iters else "")
-        + (f"_{tag}" if tag else ""),
+        f"name={run_name(method, n_labeled, seed, iters, tag)}",
         "train.resume=false",
         "train.progress=plain",
         *extra,
@@ -56,6 +62,33 @@ def config_for(
     return load_config(
         f"semi/{method}", [*overrides, f"data.streams.labeled.n_labeled={n_labeled}"]
     )
+
+
+SUPERVISED_KEYS = ("ce", "sup", "sup_l", "sup_r")  # labeled_only / most methods / CPS's two
+
+
+def fit_table(runs: list[dict]) -> str:
+    """How far each run fitted its labeled images: its supervised loss over the last quarter of
+    the run (CPS: the mean of its two networks'), mean over the seeds that logged it."""
+    by_method: dict[str, list[float]] = {}
+    for run in runs:
+        terms = [v for k, v in run.get("final_losses", {}).items() if k in SUPERVISED_KEYS]
+        if terms:
+            by_method.setdefault(run["method"], []).append(sum(terms) / len(terms))
+    if not by_method:
+        return ""
+    rows = sorted(by_method.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+    lines = [
+        "",
+        "",
+        "Supervised loss on the labeled batches over the last quarter of the run (log lines at",
+        "steps 300-400, mean over seeds): how far each method fitted its labeled images.",
+        "",
+        "| method | supervised loss | runs |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {m} | {sum(v) / len(v):.3f} | {len(v)} |" for m, v in rows]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -82,6 +115,12 @@ def main() -> None:
         f"labeled (reference). Every run: fast model from scratch, {args.iters or 400} iterations, "
         "CamVid val at 144x192.\n\n"
     )
+
+    def save() -> None:
+        raw.write_text(json.dumps(runs, indent=1))
+        table = method_table(runs, "labeled_only", names, raw, ("full",)) + fit_table(runs)
+        write_result(name, title, note + table)
+
     for seed in map(int, args.seeds.split(",")):
         for method in args.methods.split(","):
             label = f"{method}[{args.tag}]" if args.tag else method
@@ -91,10 +130,28 @@ def main() -> None:
                 method, args.labeled, seed, Path(args.out), args.iters, args.set, args.tag
             )
             runs.append(train_record(cfg, label, seed))
-            raw.write_text(json.dumps(runs, indent=1))
-            write_result(
-                name, title, note + method_table(runs, "labeled_only", names, raw, ("full",))
-            )
+            save()
+    if backfill_losses(runs, Path(args.out), args.labeled, args.iters):
+        save()
+
+
+def backfill_losses(runs: list[dict], out: Path, n_labeled: int, iters: int | None) -> bool:
+    """Records from before ``final_losses`` was kept: read it from the run's own log, if that
+    run directory is still here. True if any record changed."""
+    changed = False
+    for run in runs:
+        if "final_losses" in run:
+            continue
+        method, _, tag = run["method"].rstrip("]").partition("[")
+        log = out / run_name(method, n_labeled, run["seed"], iters, tag or None) / "log.jsonl"
+        if not log.is_file():
+            continue
+        rows = [json.loads(x) for x in log.read_text().splitlines()]
+        if not any(r["kind"] == "train" and r["step"] == run["iters"] for r in rows):
+            continue  # not the run this record came from
+        run["final_losses"] = final_losses(rows, run["iters"])
+        changed = True
+    return changed
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import pytest
 import torch
@@ -25,7 +28,7 @@ def restore_threads():
 def test_config_value_sets_the_count() -> None:
     torch.set_num_threads(1)
     assert setup_threads(2, environ={}) == "threads: 2 (train.threads)"
-    assert torch.get_num_threads() == 2 and cv2.getNumThreads() == 2
+    assert torch.get_num_threads() == 2 and cv2.getNumThreads() == 1  # OpenCV: always 1
 
 
 def test_environment_wins_over_the_config() -> None:
@@ -71,10 +74,39 @@ class _ThreadCounts(Dataset):
 
 
 def test_loader_workers_use_one_thread() -> None:
-    torch.set_num_threads(2)
-    cv2.setNumThreads(2)
+    setup_threads(2, environ={})
     batches = list(evaluation_loader(_ThreadCounts(), [0, 1], batch_size=1, num_workers=1))
     assert [(int(b["torch"]), int(b["cv2"])) for b in batches] == [(1, 1), (1, 1)]
+    assert torch.get_num_threads() == 2
+
+
+HANG = """
+import concurrent.futures, cv2, numpy as np, torch
+from segshift.engine.loaders import evaluation_loader
+from segshift.engine.threads import setup_threads
+image = np.random.rand(1200, 1200, 3).astype(np.float32)
+cv2.setNumThreads(2)  # OpenCV's pool running in the parent before training starts
+with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    list(pool.map(lambda _: cv2.resize(image, (900, 900)).sum(), range(6)))
+setup_threads(2, environ={})
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+    def __getitem__(self, i):
+        return {"v": float(cv2.resize(image, (50, 50)).sum())}
+for _ in range(2):
+    assert len(list(evaluation_loader(Data(), [0, 1], batch_size=1, num_workers=1))) == 2
+print("ok")
+"""
+
+
+def test_forked_workers_do_not_hang_after_the_parent_used_opencv_threads() -> None:
+    """Regression: a worker's cv2.setNumThreads after fork deadlocked once the parent's
+    OpenCV pool had run (a benchmark hung in its first step)."""
+    result = subprocess.run(
+        [sys.executable, "-c", HANG], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_trainer_applies_and_prints_the_choice(tiny_config, monkeypatch, capsys) -> None:

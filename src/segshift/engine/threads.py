@@ -6,6 +6,11 @@ cores), capped at the cores this process may use divided by the training process
 so several processes never share one core's worth of threads. Each loader worker computes with one
 thread (PyTorch's and OpenCV's), so workers add processes, not thread pools.
 
+OpenCV runs single-threaded in the training process too: parallel data loading comes from the
+workers, and OpenCV's pool cannot be resized safely in a forked worker (``cv2.setNumThreads``
+there deadlocks once the parent's pool has run: reproduced with a 2-thread parent, one worker).
+So the parent sets 1 before any worker forks, and a forked worker inherits it without a call.
+
 Why it matters: on a busy 2-core machine a demo training step took 3.7-4.2 s with PyTorch's
 default threads and 0.9 s with one (threads spin waiting for a core another program holds); on an
 idle machine the default is faster (40 demo steps: 29 s against 42 s with one thread). Example::
@@ -26,6 +31,7 @@ import torch
 from segshift.errors import ConfigError
 
 THREADS_ENV = "SEGSHIFT_THREADS"
+_OPENCV_SET_BY_PARENT = False
 
 
 def available_cores() -> int:
@@ -75,8 +81,10 @@ def setup_threads(
     """Set PyTorch's (and OpenCV's) thread count as :func:`choose_threads` says; return the line
     to print at start-up, e.g. ``"threads: 2 (auto: 2 cores)"``."""
     count, how = choose_threads(setting, processes, environ)
+    global _OPENCV_SET_BY_PARENT
     torch.set_num_threads(count)
-    cv2.setNumThreads(count)
+    cv2.setNumThreads(1)  # see the module docstring
+    _OPENCV_SET_BY_PARENT = True  # a forked worker inherits this flag, a spawned one does not
     if count != torch.get_num_interop_threads():
         # possible once per process, before any inter-op work; the intra-op threads are what a
         # training step spends, so a process whose inter-op pool is fixed already keeps it
@@ -86,6 +94,9 @@ def setup_threads(
 
 
 def limit_worker_threads(_worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader: one compute thread per worker process."""
+    """``worker_init_fn`` of every DataLoader: one compute thread per worker process. OpenCV's
+    count is only set in a worker that did not fork from a process :func:`setup_threads` ran in
+    (a spawned worker starts a fresh OpenCV; a forked one inherits 1 and must not touch it)."""
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    if not _OPENCV_SET_BY_PARENT:
+        cv2.setNumThreads(1)

@@ -205,8 +205,7 @@ def encode_image(pixels: np.ndarray, suffix: str) -> bytes:
     """RGB uint8 (H,W,3) as the bytes of an image file of ``suffix``: PNG (fast compression),
     WebP, BMP and TIFF lossless, JPEG at quality 95.
 
-    Pillow, not OpenCV: OpenCV's thread pool in this process would hang the image-reading
-    processes that a later DataLoader forks (their ``cv2.setNumThreads``)."""
+    Pillow, not OpenCV: no OpenCV thread pool in this process (see engine/threads.py)."""
     image_format = Image.registered_extensions().get(suffix.lower())
     if image_format is None:
         raise DataError(f"cannot write an image as {suffix}")

@@ -236,6 +236,43 @@ def test_mean_teacher_consistency_weight_and_ema(tiny_config) -> None:
         assert torch.allclose(t, b + 0.01, atol=1e-6)
 
 
+def test_mean_teacher_separate_passes_give_each_batch_its_own_statistics(tiny_config) -> None:
+    """TorchSemiSeg's train.py runs x and u through student and teacher one by one
+    (``separate_passes``); the default is one pass over cat(x, u)."""
+
+    class Recorder(Constant):
+        def __init__(self, logits: list[float], sizes: list[int]) -> None:
+            super().__init__(logits)
+            self.sizes = sizes
+
+        def forward(self, x: torch.Tensor, perturb=None, return_feat=False) -> dict:
+            self.sizes.append(len(x))
+            return super().forward(x)
+
+    data = batch(labeled=2, unlabeled=3, size=32)
+    losses = {}
+    for separate in (False, True):
+        method = build(MeanTeacher, tiny_config, f"separate_passes={str(separate).lower()}")
+        sizes: list[int] = []
+        method.model = Recorder([1.0, 0.0, 0.0, 0.0], sizes)
+        method.teacher = Recorder([0.0, 1.0, 0.0, 0.0], sizes)
+        losses[separate] = method.training_step(data, 0)["loss"]
+        assert sizes == ([2, 3, 2, 3] if separate else [5, 5])
+    # these stand-ins ignore the batch: the same loss either way
+    assert torch.allclose(losses[False], losses[True])
+
+    # a BatchNorm network in train mode: the labeled logits are those of the labeled batch alone
+    data = batch(labeled=2, unlabeled=2, size=32)
+    alone = build(MeanTeacher, tiny_config).model.train()(data["labeled"]["image"])["out"]
+    for separate in (False, True):
+        method = build(MeanTeacher, tiny_config, f"separate_passes={str(separate).lower()}")
+        seen: list[torch.Tensor] = []
+        method.model.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o["out"]))
+        method.train()
+        method.training_step(data, 0)
+        assert torch.allclose(seen[0][:2], alone, atol=1e-5) == separate
+
+
 def test_methods_train_two_steps(tiny_config) -> None:
     for cls in (UniMatch, FixMatch, Cps, MeanTeacher):
         method = build(cls, tiny_config)

@@ -17,8 +17,11 @@ labeled images too (official). The student is evaluated (official ``Network.forw
 
 Deviations, each a parameter: ``teacher_train_mode`` (official: true, the teacher's BatchNorm uses
 batch statistics; default: the teacher predicts in eval mode with averaged statistics, the
-project's policy, see dacs.py) and ``ema_parameters_only`` (official: true; default: the whole
-state, BatchNorm statistics included, which an eval-mode teacher needs).
+project's policy, see dacs.py), ``ema_parameters_only`` (official: true; default: the whole
+state, BatchNorm statistics included, which an eval-mode teacher needs) and ``separate_passes``
+(official: true, ``train.py`` calls the network once on x and once on u, so BatchNorm normalises
+each batch with its own statistics; default: one pass over cat(x, u), as the other
+semi-supervised methods here).
 
 Example config::
 
@@ -55,6 +58,7 @@ class MeanTeacherParams:
     ema_warmup: bool = False  # TorchSemiSeg: constant decay
     teacher_train_mode: bool = False  # official: true
     ema_parameters_only: bool = False  # official: true
+    separate_passes: bool = False  # official: true (x and u through the networks one by one)
 
 
 @METHODS.register("mean_teacher")
@@ -79,11 +83,13 @@ class MeanTeacher(Method):
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         p, align = self.params, self.model.align_corners
         labeled = labeled_batch(batch, p.labeled.streams)
-        images = torch.cat((labeled["image"], batch["unlabeled"]["image"]))
-        size = tuple(images.shape[-2:])
-        student = resize_logits(self.model(images)["out"], size, align)
+        parts = (labeled["image"], batch["unlabeled"]["image"])
+        if not p.separate_passes:
+            parts = (torch.cat(parts),)
+        size = tuple(parts[0].shape[-2:])
+        student = torch.cat([resize_logits(self.model(x)["out"], size, align) for x in parts])
         with torch.no_grad():
-            teacher = resize_logits(self.teacher(images)["out"], size, align)
+            teacher = torch.cat([resize_logits(self.teacher(x)["out"], size, align) for x in parts])
         n_labeled = len(labeled["image"])
         loss_sup = supervised_loss(
             student[:n_labeled], labeled["label"], p.labeled, self.ignore_index, align_corners=align

@@ -95,6 +95,23 @@ def test_clean_folder_counts_pixels_images_and_sizes(tmp_path: Path, capsys) -> 
     assert "3 classes: sky, road, car" in printed
 
 
+def test_directory_with_renamed_folders_is_checked_as_labeled(tmp_path: Path) -> None:
+    """KITTI as downloaded: image_2/ and semantic/ instead of images/ and masks/, split lists."""
+    root = _clean_folder(tmp_path / "data")
+    (root / "images").rename(root / "image_2")
+    (root / "masks").rename(root / "semantic")
+    (root / "train.txt").write_text("a\nb\n")
+    (root / "val.txt").write_text("c\n")
+    out = tmp_path / "report.json"
+    options = ["options.image_dir=image_2", "options.mask_dir=semantic"]
+    assert main(["data", "check", str(root), *options, "--json", str(out)]) == 0
+    sets = {s["name"]: s for s in json.loads(out.read_text())["sets"]}
+    assert set(sets) == {"split train", "split val"}
+    assert sets["split train"]["labeled"] and sets["split val"]["labeled"]
+    assert [c["pixels"] for c in sets["split train"]["classes"]] == [192, 192, 360]
+    assert [c["pixels"] for c in sets["split val"]["classes"]] == [0, 64, 0]
+
+
 def test_config_checks_every_stream_and_val(tmp_path: Path, capsys) -> None:
     labeled = _clean_folder(tmp_path / "labeled")
     val = _clean_folder(tmp_path / "val")

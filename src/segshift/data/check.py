@@ -259,19 +259,21 @@ def config_sets(cfg: DictConfig) -> list[tuple[str, Any]]:
 def directory_sets(root: str | Path, overrides: Sequence[str] = ()) -> list[tuple[str, Any]]:
     """Folder dataset nodes for a dataset directory: one per split it has (``<split>/images``
     directories or ``<split>.txt`` files), else one of every image (``split: all``); labeled
-    when it has a ``masks`` directory. ``overrides`` are the node's keys (``labeled=false``,
-    ``options.mask_format=rgb``)."""
+    when it has a ``masks`` directory (``options.image_dir`` / ``options.mask_dir`` rename
+    both). ``overrides`` are the node's keys (``labeled=false``, ``options.mask_format=rgb``)."""
     root = Path(root).expanduser()
     given = OmegaConf.from_dotlist(list(overrides))
-    splits = [s for s in SPLIT_FILE_NAMES if (root / s / "images").is_dir()]
+    options = given.get("options") or {}
+    images, masks = options.get("image_dir", "images"), options.get("mask_dir", "masks")
+    splits = [s for s in SPLIT_FILE_NAMES if (root / s / images).is_dir()]
     splits = splits or [s for s in SPLIT_FILE_NAMES if (root / f"{s}.txt").is_file()]
     if "split" in given:
         splits = [str(given.split)]
     sets = []
     for split in splits or ["all"]:
-        folder = root / split if (root / split / "images").is_dir() else root
+        folder = root / split if (root / split / images).is_dir() else root
         base = {"name": "folder", "root": str(root), "split": split}
-        base["labeled"] = (folder / "masks").is_dir()
+        base["labeled"] = (folder / masks).is_dir()
         node = merge_into_schema(DatasetConfig(), base, given, origin=str(root))
         sets.append((f"split {split}", node))
     return sets

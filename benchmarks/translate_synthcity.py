@@ -42,6 +42,12 @@ CAMVID_TRANSLATION_TARGET = [
     "data.streams.target.resize=[144,192]",
 ]
 VARIANTS = ("sim", "translated", "sim+translated")
+# result names: the CycleGAN rows against their baseline, the segmenter trained on sim alone
+RESULT_NAMES = {
+    "sim": "source_only",
+    "translated": "cyclegan",
+    "sim+translated": "cyclegan [sim+translated]",
+}
 
 
 def translate(roots: dict[str, Path], out: Path, target: str, iters: int | None) -> Path:
@@ -115,7 +121,7 @@ def main() -> None:
     runs = json.loads(raw.read_text()) if raw.is_file() else []
     for seed in map(int, args.seeds.split(",")):
         for variant in args.variants.split(","):
-            key = "source_only" if variant == "sim" else f"source_only [{variant}]"
+            key = RESULT_NAMES[variant]
             if any(r["method"] == key and r["seed"] == seed for r in runs):
                 continue
             runs.append(
@@ -144,9 +150,9 @@ def body(runs: list[dict], raw: Path, run: Path, manifest: dict, target: str) ->
         f"Sample grid: `translate_synthcity_{target}_grid.png` (rows: sim | translated | "
         f"reconstructed, then {target} | translated to sim | reconstructed).",
         "",
-        "`source_only` = `uda/source_only` (the fast model, 400 iterations) on sim; "
-        "`[translated]` on the translated copy; `[sim+translated]` on one stream concatenating "
-        "both (same iterations and batch: twice the images, half the passes).",
+        "`source_only` = `uda/source_only` (the fast model, 400 iterations) on sim; `cyclegan`: "
+        "the same on the CycleGAN-translated copy; `cyclegan [sim+translated]`: on one stream "
+        "concatenating both (same iterations and batch: twice the images, half the passes).",
         "",
     ]
     names = list(get_label_space("camvid").class_names)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import segshift.engine.trainer as trainer_module
+from helpers import TINY_METHOD_PARAMS
 from segshift.config import is_pipeline_config, load_config, packaged_configs
 from segshift.engine.trainer import Trainer
 
@@ -55,8 +56,7 @@ def shrink(cfg, roots: dict[str, Path], out: Path) -> list[str]:
             overrides.append(f"{key}.n_labeled=2")
         if getattr(ds, "rcs_temperature", None) is not None:  # fixture labels are 32x64
             overrides.append(f"{key}.rcs_min_pixels=10")
-    if "queue_size" in (cfg.method.params or {}):  # U2PL's banks: up to ~600 MB per checkpoint
-        overrides += ["method.params.queue_size=256", "method.params.queue_size_first=256"]
+    overrides += TINY_METHOD_PARAMS.get(cfg.method.name, [])  # e.g. U2PL's 600 MB banks
     if cfg.eval.crop_size is not None:
         overrides += ["eval.crop_size=[32,32]", "eval.stride=[16,16]"]
     return overrides

@@ -259,6 +259,9 @@ class ModelConfig:
     # parameters, so a student with dropout starts from a teacher without (model.init_from).
     dropout: float = checked(0.0, check=number_between(0, 0.99))
     params: dict[str, Any] = field(default_factory=dict)
+    # Written by segshift, not read: the file, SHA-256 and package version of ImageNet weights
+    # that came from an installed package (segshift.models.packaged_weights).
+    weights_provenance: dict[str, Any] | None = None
 
 
 @dataclass

@@ -99,7 +99,7 @@ RESUME_RULES: tuple[tuple[str, str, str], ...] = (
     (r"data\.num_workers", "applied", "stream positions do not depend on it"),
     (r"data\.streams\.[^.]+\.root", "applied", "the same data, moved"),
     (
-        r"model\.(encoder_weights|init_from|expected_weights)",
+        r"model\.(encoder_weights|init_from|expected_weights|weights_provenance)",
         "applied",
         "initial weights only: the checkpoint's weights are loaded over them",
     ),

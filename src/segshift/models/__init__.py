@@ -32,6 +32,11 @@ from torch import nn
 from segshift.errors import ConfigError
 from segshift.models import deeplabv2, discriminators, smp_models  # noqa: F401  (registration)
 from segshift.models.discriminators import DISCRIMINATORS
+from segshift.models.packaged_weights import (
+    has_packaged_weights,
+    load_packaged_encoder,
+    resolve_packaged,
+)
 from segshift.models.normalization import (
     InputNorm,
     Normalization,
@@ -68,7 +73,8 @@ class ModelSpec(Protocol):
 def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
     """Build segmentation model `cfg.arch` over `cfg.encoder` with `num_classes` outputs.
 
-    `cfg.encoder_weights`: None (random init), a pretrained tag such as "imagenet" (downloaded;
+    `cfg.encoder_weights`: None (random init), a pretrained tag such as "imagenet" (from an
+    installed package for the encoders in `packaged_weights.PACKAGED`, downloaded otherwise;
     ConfigError when that fails) or a local .pth/.pt/.safetensors file loaded into `.encoder`.
     The model's `input_norm` follows `cfg.normalization` (see `resolve_normalization`) and its
     `align_corners` attribute tells consumers how to resize its logits; `cfg.dropout` (Noisy
@@ -85,11 +91,12 @@ def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
         raise ConfigError(f"model.arch: {err.args[0]}") from err
     weights = cfg.encoder_weights
     local_file = weights is not None and is_weight_file(weights)
+    packaged = resolve_packaged(cfg.encoder) if has_packaged_weights(cfg.encoder, weights) else None
     try:
         model = builder(
             num_classes=num_classes,
             encoder=cfg.encoder,
-            encoder_weights=None if local_file else weights,
+            encoder_weights=None if local_file or packaged else weights,
             **(cfg.params or {}),
         )
     except TypeError as err:
@@ -116,6 +123,10 @@ def build_model(cfg: ModelSpec, num_classes: int) -> nn.Module:
                 "random weights"
             )
         load_encoder_weights(model.encoder, weights)
+    if packaged is not None:
+        load_packaged_encoder(model.encoder, packaged)
+        if hasattr(cfg, "weights_provenance"):
+            cfg.weights_provenance = packaged.provenance()  # recorded in the run's config.yaml
     model.input_norm = InputNorm(resolve_normalization(cfg))
     model.align_corners = bool(getattr(cfg, "align_corners", False))
     dropout = float(getattr(cfg, "dropout", 0.0) or 0.0)

@@ -83,7 +83,9 @@ def test_damaged_file_fails_its_hash(tmp_path, monkeypatch: pytest.MonkeyPatch) 
     (package / "models" / "w-deadbeef.pth").write_bytes(b"not the weights")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(
-        pw.PACKAGED, "tu-fake", pw.PackageFile("fake-weights-pkg", "fake_weights_pkg", "w-deadbeef.pth", "t")
+        pw.PACKAGED,
+        "tu-fake",
+        pw.PackageFile("fake-weights-pkg", "fake_weights_pkg", "w-deadbeef.pth", "t"),
     )
     with pytest.raises(ConfigError, match="expected it to start with deadbeef"):
         pw.resolve_packaged("tu-fake")

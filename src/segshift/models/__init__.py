@@ -32,16 +32,16 @@ from torch import nn
 from segshift.errors import ConfigError
 from segshift.models import deeplabv2, discriminators, smp_models  # noqa: F401  (registration)
 from segshift.models.discriminators import DISCRIMINATORS
-from segshift.models.packaged_weights import (
-    has_packaged_weights,
-    load_packaged_encoder,
-    resolve_packaged,
-)
 from segshift.models.normalization import (
     InputNorm,
     Normalization,
     freeze_normalization,
     resolve_normalization,
+)
+from segshift.models.packaged_weights import (
+    has_packaged_weights,
+    load_packaged_encoder,
+    resolve_packaged,
 )
 from segshift.models.weights import is_weight_file, load_encoder_weights
 from segshift.registry import MODELS

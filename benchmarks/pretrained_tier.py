@@ -54,6 +54,14 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
         "lite0 FPN from ImageNet, 240x320 (224x288 crops), 1000 it, encoder 2e-4 / head 2e-3",
         [*LITE0, *LOW_ENCODER_LR, *_size(240, 320, (224, 288)), "train.iters=1000"],
     ),
+    "lite0_144_2k": (
+        "lite0 FPN from ImageNet, 144x192, 2000 it, AdamW 2e-3",
+        [*LITE0, "train.iters=2000"],
+    ),
+    "lite0_192_1500": (
+        "lite0 FPN from ImageNet, 192x256 (176x224 crops), 1500 it, AdamW 2e-3",
+        [*LITE0, *_size(192, 256, (176, 224)), "train.iters=1500"],
+    ),
     "lite0_360_lowlr": (
         "lite0 FPN from ImageNet, 360x480 (full CamVid), 320x416 crops, 600 it, encoder 2e-4",
         [*LITE0, *LOW_ENCODER_LR, *_size(360, 480, (320, 416)), "train.iters=600"],
@@ -117,7 +125,7 @@ def timing(args: argparse.Namespace) -> None:
 
 
 def curve_table(runs: list[dict], names: list[str]) -> str:
-    thin = [names.index(c) for c in ("pole", "sign_symbol", "pedestrian", "bicyclist") if c in names]
+    thin = [names.index(c) for c in ("pole", "signsymbol", "pedestrian", "bicyclist") if c in names]
     by_n: dict[int, list[dict]] = {}
     for run in runs:
         by_n.setdefault(run["n_labeled"], []).append(run)

@@ -74,6 +74,8 @@ class MemoryBank(nn.Module):
     def push(self, cls: int, keys: torch.Tensor) -> None:
         """Append (N, D) ``keys`` to class ``cls``'s queue, keeping its newest ``sizes[cls]``."""
         held = self.entries(cls)
+        if len(keys) == 0:
+            return
         queue = torch.cat([held, keys.to(held)])
         self._buffers[f"keys_{cls}"] = queue[max(len(queue) - self.sizes[cls], 0) :]
 

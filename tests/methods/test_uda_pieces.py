@@ -35,7 +35,7 @@ def test_entropy_of_uniform_is_one_and_of_one_hot_zero():
 
 
 def test_robust_entropy_matches_the_reference_values():
-    # REFERENCE.md 15: uniform over 19 classes -> (1 + 1e-8)^2; one-hot -> (1e-8)^2
+    # docs/METHODS.md, "FDA": uniform over 19 classes -> (1 + 1e-8)^2; one-hot -> (1e-8)^2
     assert robust_entropy(torch.zeros(1, 19, 3, 3)).item() == pytest.approx(1.0, abs=1e-6)
     saturated = torch.full((1, 19, 2, 2), -1e4)
     saturated[:, 0] = 1e4

@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/segshift demo --out runs/demo
 
-test: $(STAMP)
+# The linter first: a lint finding fails the suite as a failing test would.
+test: lint
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)

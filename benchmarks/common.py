@@ -13,6 +13,25 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+CAMVID_ENV = "SEGSHIFT_CAMVID"  # where the real CamVid is, if not beside the checkout
+
+
+def camvid_root() -> Path:
+    """The real CamVid (SegNet's 11-class version, the ``camvid`` dataset's layout):
+    ``$SEGSHIFT_CAMVID`` if set, else ``shared/data/camvid`` beside the checkout, i.e.
+    ``<checkout>/../shared/data/camvid``. Used by the CamVid benchmarks and tests."""
+    given = os.environ.get(CAMVID_ENV)
+    if given:
+        return Path(given).expanduser()
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+
+
+def require_camvid() -> Path:
+    """:func:`camvid_root`, or exit with a message saying how to point at CamVid."""
+    root = camvid_root()
+    if not (root / "train").is_dir():
+        raise SystemExit(f"CamVid not found at {root}: set {CAMVID_ENV} to its directory")
+    return root
 
 
 def machine() -> str:

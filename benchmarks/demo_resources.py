@@ -37,6 +37,7 @@ def main() -> None:
     start = max(i for i, line in enumerate(lines) if line.startswith("# Pipeline"))
     summary = [line for line in lines[start:] if line.startswith("|") and "|---" not in line]
     summary += [line for line in lines if re.search(r"the loop gained|wall time", line)]
+    summary = [line.replace(tmp, "<temporary directory>") for line in summary]  # no machine path
     body = "\n".join(
         [
             "| measure | value |",

@@ -21,7 +21,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, require_camvid, write_result
 from benchmarks.uda_synthcity import CAMVID, CAMVID_TARGET
 from segshift.pipeline.demo import generate_demo_data
 from segshift.pipeline.sweep import run_sweep
@@ -47,8 +47,7 @@ def main() -> None:
     parser.add_argument("--data", default="runs/uda_bench/data")
     parser.add_argument("--out", default="runs/few_labels_bench")
     args = parser.parse_args()
-    if not CAMVID.is_dir():
-        raise SystemExit(f"CamVid not found at {CAMVID}")
+    require_camvid()
     roots = generate_demo_data(Path(args.data))
     out = Path(args.out)
     sets = [f"data.streams.labeled.n_labeled={args.counts}", f"seed={args.seeds}"]

@@ -18,7 +18,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, require_camvid, write_result
 from benchmarks.uda_synthcity import CAMVID, CAMVID_TARGET
 from segshift.pipeline.demo import generate_demo_data
 from segshift.pipeline.loop import run_pipeline
@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/loop_bench")
     parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
-    if args.target == "camvid" and not CAMVID.is_dir():
-        raise SystemExit(f"CamVid not found at {CAMVID}")
+    if args.target == "camvid":
+        require_camvid()
     roots = generate_demo_data(Path(args.data))
     overrides = overrides_for(args.target, roots, Path(args.out))
     if args.rounds is not None:

@@ -21,7 +21,14 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import RESULTS, final_losses, method_table, train_record, write_result
+from benchmarks.common import (
+    RESULTS,
+    final_losses,
+    method_table,
+    require_camvid,
+    train_record,
+    write_result,
+)
 from benchmarks.uda_synthcity import CAMVID
 from segshift.config import load_config
 from segshift.data.label_space import get_label_space
@@ -103,8 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.set and not args.tag:
         raise SystemExit("--set trains a variant: name it with --tag")
-    if not CAMVID.is_dir():
-        raise SystemExit(f"CamVid not found at {CAMVID}")
+    require_camvid()
     name = f"semi_camvid_{args.labeled}" + (f"_{args.iters}it" if args.iters else "")
     raw = RESULTS / f"{name}.json"
     runs = json.loads(raw.read_text()) if raw.is_file() else []

@@ -26,7 +26,7 @@ import json
 import shutil
 from pathlib import Path
 
-from benchmarks.common import RESULTS, method_table, train_record, write_result
+from benchmarks.common import RESULTS, method_table, require_camvid, train_record, write_result
 from benchmarks.uda_synthcity import CAMVID, config_for
 from segshift.cli import main as segshift
 from segshift.config import load_config
@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--data", default="runs/uda_bench/data")
     parser.add_argument("--out", default="runs/translate_bench")
     args = parser.parse_args()
+    if args.target == "camvid":
+        require_camvid()
     roots = generate_demo_data(Path(args.data))
     out = Path(args.out)
     run = translate(roots, out, args.target, args.translation_iters)

@@ -17,12 +17,19 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import RESULTS, method_table, train_record, write_result
+from benchmarks.common import (
+    RESULTS,
+    camvid_root,
+    method_table,
+    require_camvid,
+    train_record,
+    write_result,
+)
 from segshift.config import load_config
 from segshift.data.label_space import get_label_space
 from segshift.pipeline.demo import generate_demo_data
 
-CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+CAMVID = camvid_root()
 # synthcity -> CamVid in miniature: CamVid's 360x480 train images (labels unused) and val images
 # resized to 144x192 (its aspect ratio; val labels stay full size), target crops of 128x160.
 CAMVID_TARGET = [
@@ -112,6 +119,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.set and not args.label:
         parser.error("--set needs --label (the ablation's name in the table)")
+    if args.target == "camvid":
+        require_camvid()
     roots = generate_demo_data(Path(args.data))
     name = "uda_synthcity" if args.target == "photo" else "uda_synthcity_camvid"
     if args.label:  # ablations go to their own table, beside source_only for reference

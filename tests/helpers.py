@@ -57,8 +57,8 @@ def every_stream(root) -> list[str]:
 # Methods whose default networks are big for a CPU test: small widths, same code paths.
 TINY_METHOD_PARAMS = {
     "cyclegan": ["method.params.ngf=8", "method.params.n_blocks=1", "method.params.ndf=8"],
-    # the official banks (50,000 + 30,000 keys per class, 256-d float32: 82 MB at 2 classes, 600 MB
-    # at 19) go into every checkpoint; the wrap-around is tested in tests/methods/test_u2pl.py
+    # bank caps that a few tiny steps can reach (official: 50,000 + 30,000 keys per class); the
+    # growth to the cap and the dropping of the oldest keys are tested in tests/methods/test_u2pl.py
     "u2pl": ["method.params.queue_size=512", "method.params.queue_size_first=512"],
 }
 

@@ -83,7 +83,7 @@ def test_translate_needs_a_command(capsys) -> None:
 def test_linear_decay_is_the_official_rule() -> None:
     decay = LinearDecay(total_iters=200, constant_iters=100)
     assert [decay(t) for t in (0, 99)] == [1.0, 1.0]
-    assert decay(100) == pytest.approx(1 - 1 / 101)  # REFERENCE.md section 15: epoch 101
+    assert decay(100) == pytest.approx(1 - 1 / 101)  # docs/METHODS.md, "CycleGAN": epoch 101
     assert decay(199) == pytest.approx(1 / 101)
     assert decay(200) == 0.0 and decay(300) == 0.0
     assert LinearDecay(total_iters=5)(2) == pytest.approx(1 - 1 / 4)  # constant: 5 // 2 = 2

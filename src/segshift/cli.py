@@ -261,6 +261,13 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
     pseudo.add_argument(
         "--kl-portion", type=float, default=0.8, help="uncertainty: share kept without --max-kl"
     )
+    pseudo.add_argument(
+        "--head",
+        choices=["main", "fused"],
+        help="label from the main head or softmax(main + aux-weight x aux) (default: fused for "
+        "--rule uncertainty, else main)",
+    )
+    pseudo.add_argument("--aux-weight", type=float, default=0.5, help="aux weight of --head fused")
     pseudo.add_argument("--labels", help="ground truth for the quality report (dir or config)")
     pseudo.add_argument("--flip", action="store_true", help="horizontal-flip TTA")
     pseudo.add_argument("--scales", default="1", help="multi-scale TTA, e.g. 0.75,1,1.25")
@@ -278,6 +285,7 @@ def _pseudo_label(args: argparse.Namespace) -> None:
         portion=args.portion,
         max_kl=args.max_kl,
         kl_portion=args.kl_portion,
+        head=args.head,
     )
     report = generate_pseudo_labels(
         args.checkpoint,
@@ -290,6 +298,7 @@ def _pseudo_label(args: argparse.Namespace) -> None:
         progress=sys.stderr.isatty(),
         label_data=args.labels,
         num_workers=args.workers,
+        aux_weight=args.aux_weight,
     )
     print(f"{report['images']} images, {100 * report['coverage']:.2f}% of pixels kept")
     labels = report["labels"]

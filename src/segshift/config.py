@@ -189,8 +189,9 @@ class DatasetConfig:
     interpolation: str = checked("bilinear", check=one_of("bilinear", "bicubic", "area", "nearest"))
     # Image-level augmentation policy (off by default): "randaugment" draws `policy_ops`
     # photometric ops of strength `policy_magnitude` (0-10) on the image only; with
-    # `policy_geometric` also joint geometric ops (affine) on image and mask.
-    policy: str | None = checked(None, check=one_of("randaugment", optional=True))
+    # `policy_geometric` also joint geometric ops (affine) on image and mask. "autoaugment":
+    # torchvision's ImageNet AutoAugment policy, its shear/translate/rotate on the mask too.
+    policy: str | None = checked(None, check=one_of("randaugment", "autoaugment", optional=True))
     policy_ops: int = checked(2, check=at_least(0))
     policy_magnitude: int = checked(9, check=number_between(0, 10))
     policy_geometric: bool = False

@@ -1,16 +1,17 @@
-"""The real CamVid in ../shared/data/camvid (skipped where it is not available)."""
-
-from pathlib import Path
+"""The real CamVid, found as the benchmarks find it (``benchmarks.common.camvid_root``:
+``$SEGSHIFT_CAMVID``, else ``shared/data/camvid`` beside the checkout); skipped, with the place
+it looked, where it is not there."""
 
 import numpy as np
 import pytest
+from benchmarks.common import CAMVID_ENV, camvid_root
 
 from segshift.data.camvid import CamVidDataset
 
-CAMVID = Path("/work/shared/data/camvid")
+CAMVID = camvid_root()
 
 pytestmark = pytest.mark.skipif(
-    not (CAMVID / "train").is_dir(), reason=f"{CAMVID} is not available"
+    not (CAMVID / "train").is_dir(), reason=f"no CamVid at {CAMVID} (set {CAMVID_ENV})"
 )
 
 

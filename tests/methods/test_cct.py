@@ -1,5 +1,5 @@
 """CCT: consistency losses, ramp-up, abCE, the feature perturbations and the training step, against
-hand computations (REFERENCE.md section 16, sanity checks a-d)."""
+hand computations (docs/METHODS.md, "CCT", the checks)."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def test_mixed_loss_is_the_weighted_mean_over_all_pixels(tiny_config, confident_
     assert (label == 255).any()  # pasted ignored pixels count as 0 over B*H*W
     expected = (per_pixel * weight).mean()
     assert out["mixed"].item() == pytest.approx(expected.item(), rel=1e-5)
-    if confident_rows == 16:  # REFERENCE.md 15: omega = 1 -> mean CE over all pixels
+    if confident_rows == 16:  # docs/METHODS.md, "DACS": omega = 1 -> mean CE over all pixels
         assert expected.item() == pytest.approx(per_pixel.mean().item())
         valid_mean = per_pixel[label != 255].mean().item()
         assert not math.isclose(expected.item(), valid_mean, rel_tol=1e-3)

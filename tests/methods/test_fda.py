@@ -152,7 +152,7 @@ def test_entropy_is_off_before_the_start_then_weighted_at_model_resolution() -> 
 
 
 def test_uniform_prediction_gives_the_reference_value_for_eta() -> None:
-    # REFERENCE.md 15: H_n = 1 for a uniform softmax, so the term is (1 + 1e-8)^eta
+    # docs/METHODS.md, "FDA": H_n = 1 for a uniform softmax, so the term is (1 + 1e-8)^eta
     method = make_fda("eta=3.0")
     method.model = Recorder(weight=0.0)
     out = method.training_step(batches(), step=0)

@@ -39,11 +39,26 @@ def test_ohem_keeps_hard_pixels() -> None:
     logits = torch.tensor([[10.0, 0.0], [0.0, 0.0]]).T.reshape(1, 2, 1, 2)
     target = torch.tensor([[[0, 1]]])
     per_pixel = F.cross_entropy(logits, target, reduction="none").flatten()
-    loss = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=0)
+    loss = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=1)
     assert loss.item() == pytest.approx(per_pixel[1].item())
     # min_kept = 2 raises the threshold so both pixels count
     both = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=2)
     assert both.item() == pytest.approx(per_pixel.mean().item())
+
+
+def test_ohem_with_min_kept_zero_or_above_the_valid_count_mines_nothing() -> None:
+    """The official criterion thresholds only when 0 < min_kept <= #valid: otherwise plain CE."""
+    logits = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 3.0]]).T.reshape(1, 2, 1, 3)
+    target = torch.tensor([[[0, 1, 255]]])
+    per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none").flatten()
+    assert per_pixel[0].item() < 1e-4 and per_pixel[1].item() == pytest.approx(math.log(2))
+    plain = (per_pixel[0] + per_pixel[1]).item() / 2  # the mean over the two valid pixels
+    for min_kept in (0, 3):  # 3 > 2 valid pixels
+        loss = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=min_kept)
+        assert loss.item() == pytest.approx(plain)
+    assert ohem_cross_entropy(logits, target, thresh=0.7, min_kept=1).item() == pytest.approx(
+        math.log(2)
+    )
 
 
 def test_align_corners_protocol_changes_the_upsampled_logits() -> None:

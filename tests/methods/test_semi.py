@@ -81,7 +81,7 @@ def test_unimatch_normaliser_counts_every_valid_pixel_not_only_confident_ones() 
     pred = torch.zeros(1, 2, 2, 2)  # CE = ln 2 at every pixel
     # tau = 0.9: only the confident pixel counts, but the normaliser is the 3 valid pixels
     assert targets.loss(pred, 0.9).item() == pytest.approx(math.log(2) / 3)
-    # tau = 0: the mean CE over non-padding pixels (REFERENCE.md section 15)
+    # tau = 0: the mean CE over non-padding pixels (docs/METHODS.md, "FixMatch and UniMatch")
     assert targets.loss(pred, 0.0).item() == pytest.approx(math.log(2))
 
 

@@ -13,9 +13,9 @@ from segshift.errors import ConfigError
 from segshift.methods.common.augment import step_generator
 from segshift.methods.common.ema import ema_alpha
 from segshift.methods.common.mixing import cutmix_masks
+from segshift.methods.common.representation import MemoryBank
 from segshift.methods.u2pl import (
     MIX_SALT,
-    MemoryBank,
     U2pl,
     percentile,
     unreliable_percentile,
@@ -148,20 +148,43 @@ def test_negative_keys_are_the_unreliable_pixels_of_the_rank_band(tiny_config, o
     else:  # official: the (pseudo-)label must also be c: labeled keys vanish
         assert pushed(2) == ["u 3"]  # pseudo-label 2, class 2 ranked 3 by the teacher pass
         assert pushed(0) == pushed(1) == pushed(3) == pushed(4) == []
-    assert method.bank.count.tolist() == [len(pushed(c)) for c in range(NUM_CLASSES)]
+    held = sum(len(pushed(c)) for c in range(NUM_CLASSES))
+    assert method.bank.fill() == pytest.approx(held / (NUM_CLASSES * 8))
 
 
-def test_memory_bank_keeps_the_newest_keys_in_a_fixed_buffer():
+def test_memory_bank_grows_to_its_cap_then_drops_the_oldest_keys():
+    """U2PL's dequeue_and_enqueue: cat(queue, keys)[-size:], oldest first, from an empty queue."""
     bank = MemoryBank([3, 2], dim=1)
-    shape = bank.keys.shape
-    bank.push(1, torch.tensor([[1.0], [2.0], [3.0]]))  # more than fits: the last two stay
-    assert sorted(bank.entries(1).flatten().tolist()) == [2.0, 3.0]
+    assert [tuple(bank.entries(c).shape) for c in (0, 1)] == [(0, 1), (0, 1)]
+    bank.push(1, torch.tensor([[1.0]]))
+    assert bank.entries(1).flatten().tolist() == [1.0] and bank.fill() == pytest.approx(1 / 5)
+    bank.push(1, torch.tensor([[2.0], [3.0]]))  # over the cap: the oldest goes
+    assert bank.entries(1).flatten().tolist() == [2.0, 3.0]
     bank.push(1, torch.tensor([[4.0]]))
-    assert sorted(bank.entries(1).flatten().tolist()) == [3.0, 4.0]
-    bank.push(0, torch.tensor([[5.0]]))
-    assert bank.entries(0).flatten().tolist() == [5.0]
-    assert bank.count.tolist() == [1, 2] and bank.keys.shape == shape
-    assert set(bank.state_dict()) == {"keys", "count", "ptr"}
+    assert bank.entries(1).flatten().tolist() == [3.0, 4.0]
+    bank.push(0, torch.tensor([[5.0], [6.0], [7.0], [8.0]]))  # more than fits at once
+    assert bank.entries(0).flatten().tolist() == [6.0, 7.0, 8.0] and bank.fill() == 1.0
+    state = bank.state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == {"keys_0": (3, 1), "keys_1": (2, 1)}
+    fresh = MemoryBank([3, 2], dim=1)
+    fresh.load_state_dict(state)  # the empty queues take the checkpoint's lengths
+    assert fresh.entries(0).flatten().tolist() == [6.0, 7.0, 8.0]
+    assert fresh.entries(1).flatten().tolist() == [3.0, 4.0]
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        MemoryBank([3, 2], dim=2).load_state_dict(state)
+
+
+def test_memory_bank_reads_the_fixed_ring_buffer_of_older_checkpoints():
+    # caps [3, 2]: class 0 full, written 1..4 (4 overwrote 1 at slot 0, pointer 1); class 1 one key
+    old = {
+        "keys": torch.tensor([[4.0], [2.0], [3.0], [9.0], [0.0]]),
+        "count": torch.tensor([3, 1]),
+        "ptr": torch.tensor([1, 1]),
+    }
+    bank = MemoryBank([3, 2], dim=1)
+    bank.load_state_dict(old)
+    assert bank.entries(0).flatten().tolist() == [2.0, 3.0, 4.0]  # oldest first
+    assert bank.entries(1).flatten().tolist() == [9.0]
 
 
 # ---------------------------------------------------------------- the method
@@ -181,7 +204,7 @@ def test_two_training_steps_move_the_student_and_fill_the_banks(tiny_config):
         optimizer.step()
         method.after_step(step)
     assert any(not torch.equal(b, p) for b, p in zip(before, method.model.parameters()))
-    assert int(method.bank.count.sum()) > 0
+    assert method.bank.fill() > 0
     assert out["loss"].item() == pytest.approx(
         (out["sup"] + out["unsup"] + out["contra"]).item(), rel=1e-5
     )
@@ -252,7 +275,8 @@ def test_the_teacher_is_evaluated_and_params_are_checked(tiny_config):
     method = build(tiny_config)
     assert method.eval_model() is method.teacher
     assert method.streams == ("labeled", "unlabeled")
-    assert method.bank.keys.shape == (50_000 + 4 * 30_000, 256)
+    assert method.bank.sizes == [50_000] + [30_000] * 4  # official caps, held as they fill:
+    assert sum(v.numel() for v in method.bank.state_dict().values()) == 0  # no keys at step 0
     with pytest.raises(ConfigError, match="teacher_train_mode"):
         build(tiny_config, "teacher_train_mode=false")
     with pytest.raises(ConfigError, match="queue_sise"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def test_entropy_of_uniform_is_one_and_of_one_hot_zero():
 
 
 def test_robust_entropy_matches_the_reference_values():
-    # REFERENCE.md 15: uniform over 19 classes -> (1 + 1e-8)^2; one-hot -> (1e-8)^2
+    # docs/METHODS.md, "FDA": uniform over 19 classes -> (1 + 1e-8)^2; one-hot -> (1e-8)^2
     assert robust_entropy(torch.zeros(1, 19, 3, 3)).item() == pytest.approx(1.0, abs=1e-6)
     saturated = torch.full((1, 19, 2, 2), -1e4)
     saturated[:, 0] = 1e4
@@ -92,13 +93,32 @@ def test_class_mix_mask_is_one_exactly_on_the_chosen_classes():
         present = [c for c in label.unique().tolist() if c != 255]
         assert len(chosen) == math.ceil(len(present) / 2) and 255 not in chosen
         assert torch.equal(mask.bool(), torch.isin(label, torch.tensor(chosen)))
-    batch = class_mix_masks(labels[:2], torch.Generator().manual_seed(1), classes_from="batch")
-    chosen = labels[:2][batch.bool()].unique()
-    assert torch.equal(batch.bool(), torch.isin(labels[:2], chosen))
     with_ignore = class_mix_masks(
         torch.full((1, 2, 2), 255), torch.Generator().manual_seed(0), include_ignore=True
     )
     assert with_ignore.all()
+
+
+def test_batch_class_mix_draws_per_image_from_the_classes_of_the_whole_batch():
+    """DAFormer's get_class_masks: candidates = unique(all labels), one draw per image."""
+    labels = torch.tensor([[[0, 0, 1, 1]], [[2, 2, 3, 255]]])  # (2, 1, 4): disjoint classes
+    masks = class_mix_masks(labels, torch.Generator().manual_seed(3), classes_from="batch")
+    generator, candidates = torch.Generator().manual_seed(3), torch.tensor([0, 1, 2, 3])
+    for label, mask in zip(labels, masks):
+        chosen = candidates[torch.randperm(4, generator=generator)[:2]]  # ceil(4/2) of the batch's
+        assert torch.equal(mask.bool(), torch.isin(label, chosen))
+    drawn = [
+        class_mix_masks(labels, torch.Generator().manual_seed(s), classes_from="batch")
+        for s in range(40)
+    ]
+    pasted = Counter(tuple(m.sum(dim=(1, 2)).int().tolist()) for m in drawn)
+    # image 0 pastes 2 pixels per own class drawn, image 1 2 for class 2 and 1 for class 3; one
+    # batch-wide draw of 2 classes would tie them to these four pairs
+    shared_draw = {(4, 0), (2, 2), (2, 1), (0, 3)}
+    assert set(pasted) <= {(a, b) for a in (0, 2, 4) for b in (0, 1, 2, 3)}
+    assert set(pasted) - shared_draw
+    own = class_mix_masks(labels, torch.Generator().manual_seed(3), classes_from="image")
+    assert own.sum(dim=(1, 2)).tolist() == [2.0, 2.0]  # DACS: half of each image's own classes
 
 
 def test_cutmix_boxes_cover_the_asked_area():

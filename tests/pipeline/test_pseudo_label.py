@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
@@ -483,3 +484,77 @@ def test_cli_pseudo_label_with_trained_run(tmp_path: Path, folder_factory, capsy
         == 2
     )
     assert "data.streams.target: no such stream" in capsys.readouterr().err
+
+
+# --- Seg-Uncertainty's official pseudo-labels ------------------------------------------------
+
+
+class TwoHeads(nn.Module):
+    """Main and auxiliary 3x3 convolutions with fixed random weights (neither flip- nor
+    scale-invariant)."""
+
+    align_corners = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.main, self.aux = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        with torch.no_grad():
+            for conv in (self.main, self.aux):
+                conv.weight.copy_(4 * torch.randn(conv.weight.shape, generator=generator))
+                conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.main(x), "aux": self.aux(x)}
+
+
+def generator_labels(model: nn.Module, image: np.ndarray, aux_weight: float, tta: bool):
+    """generate_plabel_cityscapes.py written out: argmax of the summed softmax(main + w aux) over
+    {1, 1.25} x {image, flipped image} (tta), resized to the image; no threshold."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    height, width = image.shape[:2]
+    total = torch.zeros(1, 3, height, width)
+    with torch.no_grad():
+        for scale in (1.0, 1.25) if tta else (1.0,):
+            size = (round(height * scale), round(width * scale))
+            scaled = x if scale == 1 else F.interpolate(x, size=size, mode="bilinear")
+            for flip in (False, True) if tta else (False,):
+                out = model(scaled.flip(-1) if flip else scaled)
+                fused = out["out"] + aux_weight * out["aux"]
+                fused = F.interpolate(
+                    fused.flip(-1) if flip else fused, size=(height, width), mode="bilinear"
+                )
+                total += fused.softmax(dim=1)
+    return total.argmax(dim=1)[0].numpy().astype(np.uint8)
+
+
+def test_documented_seg_uncertainty_command_gives_the_official_labels(scene, tmp_path: Path):
+    root, checkpoint, _, state = scene
+    model = state["model"] = TwoHeads()
+    rng = np.random.default_rng(0)
+    images = {}
+    for name, shape in (("a", (8, 12)), ("b", (8, 12)), ("c", (6, 10))):
+        images[name] = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        Image.fromarray(images[name]).save(root / "images" / f"{name}.png")
+    out = tmp_path / "pl"
+    command = ["pseudo-label", "--checkpoint", str(checkpoint), "--data", str(root), "--out",
+               str(out), "--rule", "none", "--head", "fused", "--aux-weight", "0.5", "--flip",
+               "--scales", "1,1.25", "--workers", "0"]  # fmt: skip
+    assert main(command) == 0
+    plain_differs = 0
+    for name, image in images.items():
+        mask = read(out / "masks" / f"{name}.png")
+        assert np.array_equal(mask, generator_labels(model, image, 0.5, tta=True)), name
+        assert (mask != IGNORE).all()  # every pixel kept
+        plain = generator_labels(model, image, 0.0, tta=False)  # the main head, no TTA
+        plain_differs += int((mask != plain).sum())
+    assert plain_differs > 0  # the fused head and the TTA change labels
+    with pytest.raises(ConfigError, match="aux_weight"):  # stored predictions of another weight
+        run(
+            scene, out, Selection("none", head="fused"), flip=True, scales=(1.0, 1.25), aux_weight=1
+        )
+    state["model"] = Pointwise()
+    with pytest.raises(ConfigError, match="head fused needs a model with an auxiliary head"):
+        run(scene, tmp_path / "pl2", Selection("none", head="fused"))
+    with pytest.raises(ConfigError, match="selection.head"):
+        Selection("none", head="aux")

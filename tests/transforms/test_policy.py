@@ -102,8 +102,8 @@ def test_evaluation_ignores_the_policy() -> None:
 
 def test_bad_policy_values_are_config_errors(make_camvid) -> None:
     root = str(make_camvid())
-    with pytest.raises(ConfigError, match="policy must be one of randaugment"):
-        build_dataset(DatasetConfig(name="camvid", root=root, policy="autoaugment"), True)
+    with pytest.raises(ConfigError, match="policy must be one of randaugment, autoaugment"):
+        build_dataset(DatasetConfig(name="camvid", root=root, policy="trivialaugment"), True)
     with pytest.raises(ConfigError, match="policy_magnitude"):
         build_dataset(
             DatasetConfig(name="camvid", root=root, policy="randaugment", policy_magnitude=11),

@@ -2,7 +2,7 @@
 
 Two layouts are detected automatically::
 
-    root/<split>/images/*.jpg   root/<split>/labels/*.png     (../shared/data/camvid)
+    root/<split>/images/*.jpg   root/<split>/labels/*.png     (the copy the benchmarks use)
     root/<split>/*.png          root/<split>annot/*.png        (SegNet's original release)
 """
 

@@ -1,5 +1,5 @@
 """CCT: Cross-Consistency Training (Ouali et al., "Semi-Supervised Semantic Segmentation with
-Cross-Consistency Training", CVPR 2020; official code yassouali/CCT, REFERENCE.md section 16).
+Cross-Consistency Training", CVPR 2020; official code yassouali/CCT, docs/METHODS.md, "CCT").
 
 The segmentation model is CCT's shared encoder plus main decoder: ``model(x, return_feat=True)``
 gives the main logits ``out`` and ``z = feat`` (B, model.feat_channels, h, w), the features the
@@ -26,7 +26,7 @@ Perturbations (counts as the paper / ``configs/config.json``; M_fg = argmax(main
 - ``drop`` (6): channel dropout (Dropout2d) p 0.5, survivors x 2.
 - ``cutout`` (6): inside the bounding box of each external contour of M_fg with more than 50
   points (cv2.findContours, EXTERNAL, SIMPLE), a random int(0.4 h_bb) x int(0.4 w_bb) box is
-  zeroed (16% of the box, REFERENCE.md); the mask is nearest-resized to z. CHAIN_APPROX_SIMPLE
+  zeroed (16% of the box, docs/METHODS.md); the mask is nearest-resized to z. CHAIN_APPROX_SIMPLE
   keeps only the corners of straight runs, so a rectangular or round blob (4 / about 36 points)
   is never cut: only ragged contours are (as in CCT).
 - ``context_masking`` (2): z * M_fg.  ``object_masking`` (2): z * (1 - M_fg).

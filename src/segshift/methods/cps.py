@@ -1,6 +1,6 @@
 """CPS: cross pseudo supervision (Chen et al., "Semi-Supervised Semantic Segmentation with Cross
 Pseudo Supervision", CVPR 2021; charlesCXK/TorchSemiSeg ``exp.city/city8.res50v3+.CPS(+CutMix)``;
-REFERENCE.md section 10).
+docs/METHODS.md, "CPS").
 
 Two networks of the same architecture with different initialisations (left and right; with a
 pretrained encoder only their heads differ, as in the official code). Each is supervised on the

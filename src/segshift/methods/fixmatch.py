@@ -1,6 +1,6 @@
 """FixMatch for semantic segmentation (Sohn et al., "FixMatch: Simplifying Semi-Supervised
 Learning with Consistency and Confidence", NeurIPS 2020), as the UniMatch repository trains it for
-segmentation (LiheYoung/UniMatch ``fixmatch.py``; REFERENCE.md section 9).
+segmentation (LiheYoung/UniMatch ``fixmatch.py``; docs/METHODS.md, "FixMatch and UniMatch").
 
 One network. Per step, with labeled images x (B_l,3,H,W), labels y (B_l,H,W), unlabeled weak crops
 u_w (B,3,H,W) and a second unlabeled batch m_w (``unlabeled_mix``: by default an independent pass

@@ -1,6 +1,6 @@
 """Mean Teacher for semantic segmentation (Tarvainen & Valpola, "Mean teachers are better role
 models", NeurIPS 2017), as TorchSemiSeg trains it (charlesCXK/TorchSemiSeg
-``exp.voc/voc8.res50v3+.MeanTeacher``; REFERENCE.md section 13).
+``exp.voc/voc8.res50v3+.MeanTeacher``; docs/METHODS.md, "Mean Teacher").
 
 A student and its exponential-moving-average teacher see the same images: the labeled batch x
 (B_l,3,H,W) with labels y (B_l,H,W) and the unlabeled batch u (B,3,H,W)::

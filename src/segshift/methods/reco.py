@@ -1,6 +1,6 @@
 """ReCo: regional contrast (Liu et al., "Bootstrapping Semantic Segmentation with Regional
 Contrast", ICLR 2022), on top of ClassMix with an EMA teacher (lorenmt/reco ``train_semisup.py``,
-``module_list.py``; REFERENCE.md section 12).
+``module_list.py``; docs/METHODS.md, "ReCo").
 
 Per step, with labeled images x_l (B_l,3,H,W), labels y_l (B_l,H,W) and unlabeled images u
 (B,3,H,W)::

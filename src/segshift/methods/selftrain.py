@@ -1,13 +1,14 @@
 """DAFormer self-training (Hoyer et al., CVPR 2022), optionally with MIC's masked image
 consistency (Hoyer et al., CVPR 2023).
 
-An EMA teacher pseudo-labels the target batch; half of the classes of the *whole* source batch
-are pasted onto it (ClassMix); the student learns from the source batch, the mixed batch and,
-with MIC, from the target batch with most of its patches hidden::
+An EMA teacher pseudo-labels the target batch; onto each target image go the source pixels of
+half of the classes of the *whole* source batch, drawn anew for every image (ClassMix); the
+student learns from the source batch, the mixed batch and, with MIC, from the target batch with
+most of its patches hidden::
 
     y_hat, conf = argmax / max softmax(teacher(x_t))      (B,H,W), logits resized to H x W
     w           = #(conf >= 0.968) / (B*H*W), then 0 on the top 15 / bottom 120 rows   (B,H,W)
-    M           = class_mix(y_s, classes drawn once from the whole batch)   1 on source pixels
+    M_i         = [y_s,i in C_i], C_i = ceil(n/2) of the n classes of y_s (whole batch), per i
     x_m, y_m, w_m = aug(M x_s + (1-M) x_t),  M y_s + (1-M) y_hat,  M + (1-M) w
     L = CE(student(x_s), y_s) + fd_lambda * L_fd + CE_w_m(student(x_m), y_m)
         + mic_lambda * CE_w(student(mask(aug(x_t))), y_hat)
@@ -99,7 +100,8 @@ class SelfTrainParams:
     threshold: float = 0.968  # pseudo_threshold
     weighting: str = "fraction"  # share of confident pixels, one scalar per batch
     ignore_margins: list[int] = field(default_factory=lambda: [15, 120])  # top, bottom rows
-    mix_classes_from: str = "batch"  # DAFormer: the whole source batch; DACS: "image"
+    mix_classes_from: str = "batch"  # DAFormer: candidates from the whole source batch, drawn
+    # per image; DACS: "image", the image's own classes
     include_ignore: bool = False  # official: true
     loss_average: str = "all"  # mmseg: mean over all pixels
     augment: StrongAugment = field(default_factory=lambda: StrongAugment(jitter=0.2, hue=0.2))

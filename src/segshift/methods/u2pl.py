@@ -26,10 +26,11 @@ and unlabeled x_u (B_u,3,H,W) of the same crop, t = step / train.iters::
     L_contra      = sum_c L_c / #classes with low pixels (0 when fewer than 2)
     L             = L_sup + L_u + L_contra
 
-Percentiles interpolate linearly (``numpy.percentile``). Banks hold at most ``queue_size`` keys
-per class (``queue_size_first`` for class 0; official 30,000 / 50,000) as one fixed-shape buffer
-with per-class ring pointers and fill counts, so ``state_dict`` (and exact resume) holds them; under
-DDP the new keys of every process are gathered before they are pushed, as officially. After each
+Percentiles interpolate linearly (``numpy.percentile``). The banks (``MemoryBank``) start empty
+and grow to ``queue_size`` keys per class (``queue_size_first`` for class 0; official 30,000 /
+50,000), then drop their oldest keys, as the official ``dequeue_and_enqueue``; they are buffers,
+so ``state_dict`` (and exact resume) holds the keys held, not the caps. Under DDP the new keys of
+every process are gathered before they are pushed, as officially. After each
 optimizer step the teacher (network and projection head) follows the student's parameters,
 ``theta_T <- a theta_T + (1-a) theta_S`` with a = min(1 - 1/(t+1), 0.99). The official code
 evaluates the teacher (``validate(model_teacher, ...)`` after ``sup_only_epoch``), so
@@ -90,7 +91,11 @@ from segshift.methods.common.losses import cross_entropy, resize_logits
 from segshift.methods.common.mixing import cutmix_masks, mix
 from segshift.methods.common.optim import segmenter_optimizer
 from segshift.methods.common.pseudo_label import pseudo_label
-from segshift.methods.common.representation import contrast_logits, projection_head
+from segshift.methods.common.representation import (
+    MemoryBank,
+    contrast_logits,
+    projection_head,
+)
 from segshift.methods.common.semi import Labeled, labeled_batch, semi_streams, supervised_loss
 from segshift.models import build_model
 from segshift.registry import METHODS
@@ -206,34 +211,6 @@ def negative_mask(
     return mask
 
 
-class MemoryBank(nn.Module):
-    """Per-class queues of (D,) keys in one fixed-shape buffer; the newest ``sizes[c]`` are kept."""
-
-    def __init__(self, sizes: list[int], dim: int) -> None:
-        super().__init__()
-        self.sizes = list(sizes)
-        self.offsets = [sum(sizes[:c]) for c in range(len(sizes))]
-        self.register_buffer("keys", torch.zeros(sum(sizes), dim))
-        self.register_buffer("count", torch.zeros(len(sizes), dtype=torch.long))
-        self.register_buffer("ptr", torch.zeros(len(sizes), dtype=torch.long))
-
-    @torch.no_grad()
-    def push(self, cls: int, keys: torch.Tensor) -> None:
-        size = self.sizes[cls]
-        keys = keys[-size:]
-        if len(keys) == 0:
-            return
-        ptr = int(self.ptr[cls])
-        slots = (ptr + torch.arange(len(keys), device=self.keys.device)) % size
-        self.keys[self.offsets[cls] + slots] = keys.to(self.keys.dtype)
-        self.ptr[cls] = (ptr + len(keys)) % size
-        self.count[cls] = min(int(self.count[cls]) + len(keys), size)
-
-    def entries(self, cls: int) -> torch.Tensor:
-        start = self.offsets[cls]
-        return self.keys[start : start + int(self.count[cls])]
-
-
 def gather_keys(keys: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The (N,D) keys and (N,) class ids of every process (rank order), under DDP."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -332,7 +309,7 @@ class U2pl(Method):
             "sup": sup.detach(),
             "unsup": unsup.detach(),
             "contra": contra.detach(),
-            "bank_fill": self.bank.count.sum().float() / sum(self.bank.sizes),
+            "bank_fill": torch.tensor(self.bank.fill()),
         }
 
     def _supervised_only(self, image: torch.Tensor, label: torch.Tensor) -> dict:

@@ -11,9 +11,9 @@ so its cross-entropy is damped; the disagreement itself is minimised too::
     L        = L_main(a vs b) + lambda_aux * L_aux(b vs a)             lambda_aux = 0.5
 
 CE_w is the per-pixel cross-entropy with class weights, 0 on ignored pixels (255), and both means
-run over all B*H*W pixels, so ignored pixels still add their V. The class weights (REFERENCE.md
-section 7, ``--class-balance --often-balance --max-value 7``) are recomputed on every batch of
-pseudo-labels from the pixel counts n_c of its N images::
+run over all B*H*W pixels, so ignored pixels still add their V. The class weights
+(docs/METHODS.md, "Seg-Uncertainty"; ``--class-balance --often-balance --max-value 7``) are
+recomputed on every batch of pseudo-labels from the pixel counts n_c of its N images::
 
     w_c     = max_weight if n_c < small_class_pixels * N else 1
     often   <- m * often + (1 - m) * (max_weight where n_c = 0 else 1)     m = 0.9, running state
@@ -77,7 +77,8 @@ PSEUDO_LABEL_AUX_WEIGHT = 0.5  # generate_plabel_cityscapes.py: softmax(0.5 * au
 
 @dataclass
 class UncertaintyParams:
-    """Defaults from the README's stage-2 command (``train_ft.py``) and REFERENCE.md section 7."""
+    """Defaults from the README's stage-2 command (``train_ft.py``); docs/METHODS.md,
+    "Seg-Uncertainty"."""
 
     lambda_aux: float = 0.5  # --lambda-seg 0.5: weight of the auxiliary head's rectified loss
     class_balance: bool = True  # --class-balance: max_weight for classes rare in the batch

@@ -1,6 +1,6 @@
 """UniMatch: weak-to-strong consistency with two strong views and a feature-perturbation stream
 (Yang et al., "Revisiting Weak-to-Strong Consistency in Semi-Supervised Semantic Segmentation",
-CVPR 2023; LiheYoung/UniMatch ``unimatch.py``; REFERENCE.md section 9).
+CVPR 2023; LiheYoung/UniMatch ``unimatch.py``; docs/METHODS.md, "FixMatch and UniMatch").
 
 One network, no EMA teacher. Per step, with labeled images x (B_l,3,H,W), labels y (B_l,H,W),
 unlabeled weak crops u_w (B,3,H,W) and a second unlabeled batch m_w (the ``unlabeled_mix``

@@ -67,7 +67,7 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """(B, in, H, W) in [-1, 1] -> (B, out, H, W) in [-1, 1] (REFERENCE.md section 6).
+    """(B, in, H, W) in [-1, 1] -> (B, out, H, W) in [-1, 1] (docs/METHODS.md, "CycleGAN").
 
     ReflectionPad(3) + Conv7x7 (in -> ngf), two Conv3x3 stride-2 downsamplings (ngf -> 2ngf ->
     4ngf), ``n_blocks`` residual blocks at 4ngf, two ConvTranspose3x3 stride-2 upsamplings, and

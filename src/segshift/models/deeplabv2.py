@@ -117,7 +117,7 @@ class ASPPClassifier(nn.Module):
     """DeepLab-v2 classifier: parallel 3x3 convs (dilation = padding 6/12/18/24) summed.
 
     `branches=2` keeps only the d=6 and d=12 convs: AdaptSegNet's `Classifier_Module` returns
-    inside its loop, so only those two are ever summed there (REFERENCE.md section 14, quirk 1).
+    inside its loop, so only those two are ever summed there (docs/METHODS.md, "AdaptSegNet").
     """
 
     def __init__(self, in_channels: int, num_classes: int, branches: int = 4) -> None:

@@ -19,6 +19,12 @@ The *selection* pass (rerun alone when only the rule changes) turns them into la
   it, for the ``kl_portion`` share of all pixels with the lowest KL.
 - ``none``: keep every pixel.
 
+The label of a pixel is the argmax of the main head (``head: main``, the default) or, for a model
+with an auxiliary head, of softmax(main + ``aux_weight`` x aux) averaged over the TTA (``head:
+fused``, the default of ``uncertainty``). Seg-Uncertainty's official generator
+(``generate_plabel_cityscapes.py``) is ``rule: none``, ``head: fused``, ``aux_weight`` 0.5, flip
+and scales 1 and 1.25 (docs/METHODS.md, "Seg-Uncertainty").
+
 ``out`` holds ``images/`` (links to the originals), ``masks/<stem>.png`` (palette PNG of train
 ids, 255 = not kept), ``confidence/<stem>.png`` (16-bit p * 65535 of the top class),
 ``predictions/<stem>.npz``, ``classes.yaml``, ``manifest.json`` (``"complete": true`` at the
@@ -74,6 +80,7 @@ TOP_K = 3  # classes stored per pixel
 SCALE = 65535  # probabilities are stored as uint16 p * SCALE
 IGNORE = 255
 AUX_WEIGHT = 0.5  # Seg-Uncertainty labels from softmax(main + 0.5 aux)
+HEADS = ("main", "fused")
 DATA_KEYS = (
     "name", "split", "split_file", "n_labeled", "subset_seed", "complement", "resize", "interpolation",
     "concat",
@@ -90,6 +97,8 @@ class Selection:
         portion: CBST's p, the share of each class kept (its round schedule is the caller's).
         max_kl: ``uncertainty`` keeps KL(p_aux || p_main) <= this (nats); None: use kl_portion.
         kl_portion: ``uncertainty`` without max_kl keeps this share of all pixels, lowest KL first.
+        head: which prediction labels a pixel: ``main`` or ``fused`` (main + aux_weight x aux);
+            None: ``fused`` for ``uncertainty``, ``main`` for the other rules.
     """
 
     rule: str = "threshold"
@@ -97,6 +106,7 @@ class Selection:
     portion: float = 0.2
     max_kl: float | None = None
     kl_portion: float = 0.8
+    head: str | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -110,6 +120,15 @@ class Selection:
                 raise ConfigError(f"selection.{key}: expected (0, 1], got {getattr(self, key)}")
         if self.max_kl is not None and self.max_kl < 0:
             raise ConfigError(f"selection.max_kl: expected >= 0, got {self.max_kl}")
+        if self.head is not None and self.head not in HEADS:
+            raise ConfigError(
+                f"selection.head: expected one of {', '.join(HEADS)}, not {self.head}"
+            )
+
+    @property
+    def label_head(self) -> str:
+        """The prediction that labels the pixels: ``main`` or ``fused``."""
+        return self.head or ("fused" if self.rule == "uncertainty" else "main")
 
 
 def dataset_node(
@@ -150,17 +169,17 @@ def dataset_node(
 
 class _MainFusedAux(nn.Module):
     """One ``predict`` call (with all its TTA) for three heads from one forward: given the images
-    three times over, [x; x; x], it runs the model on x and returns [main; main + 0.5 aux; aux]."""
+    three times over, [x; x; x], it runs the model on x and returns [main; main + w aux; aux]."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, aux_weight: float = AUX_WEIGHT) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.aux_weight = model, aux_weight
         self.align_corners = getattr(model, "align_corners", False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.model(x[: x.shape[0] // 3])
         main, aux = outputs["out"], outputs["aux"]
-        return {"out": torch.cat([main, main + AUX_WEIGHT * aux, aux])}
+        return {"out": torch.cat([main, main + self.aux_weight * aux, aux])}
 
 
 def _top_k(probs: torch.Tensor, prefix: str = "") -> dict[str, np.ndarray]:
@@ -178,8 +197,8 @@ def _predict_missing(
     model: nn.Module, dataset: SegDataset, pred_dir: Path, num_classes: int, options: dict
 ) -> None:
     """Store ``pred_dir/<name>.npz`` for every image without one; ``options``: ``eval`` (the
-    run's eval config), ``with_aux``, ``flip``, ``scales``, ``batch_size``, ``num_workers``,
-    ``progress``."""
+    run's eval config), ``with_aux``, ``aux_weight``, ``flip``, ``scales``, ``batch_size``,
+    ``num_workers``, ``progress``."""
     groups: dict[tuple[int, int], list[int]] = {}  # one batch holds images of one size
     for index, sample in enumerate(dataset.files):
         if not (pred_dir / f"{sample.name}.npz").is_file():
@@ -188,7 +207,7 @@ def _predict_missing(
     batches = [ids[i : i + step] for ids in groups.values() for i in range(0, len(ids), step)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=options["num_workers"])
     with_aux, ev = options["with_aux"], options["eval"]
-    net = _MainFusedAux(model) if with_aux else model
+    net = _MainFusedAux(model, options["aux_weight"]) if with_aux else model
     device = next(model.parameters()).device
     bar = tqdm(total=sum(map(len, batches)), desc="predict", disable=not options["progress"])
     for batch, ids in zip(loader, batches, strict=True):
@@ -275,7 +294,7 @@ def select_labels(
     """(label (H,W) uint8, 255 = not kept; confidence (H,W) uint16 p * 65535) of one image's
     stored predictions: ``classes`` / ``probs`` (K,H,W), ``fused_classes`` / ``fused_probs``,
     ``kl`` (H,W). ``thresholds``: from :func:`dataset_thresholds`."""
-    prefix = "fused_" if selection.rule == "uncertainty" else ""
+    prefix = "fused_" if selection.label_head == "fused" else ""
     classes, probs = stored[f"{prefix}classes"], stored[f"{prefix}probs"]
     label = classes[0].copy()
     if selection.rule == "threshold":
@@ -440,6 +459,7 @@ def _start(out: Path, manifest: dict[str, Any], names: list[str], palette: list)
     path, pred_dir = out / "manifest.json", out / "predictions"
     if path.is_file():
         stored = json.loads(path.read_text()).get("predictions", {})
+        stored.setdefault("aux_weight", AUX_WEIGHT)  # written before the weight was an option
         changed = config_diff(stored, manifest["predictions"])
         if changed:
             raise ConfigError(
@@ -465,6 +485,7 @@ def generate_pseudo_labels(
     progress: bool = True,
     label_data: DictConfig | Mapping[str, Any] | str | Path | None = None,
     num_workers: int = 2,
+    aux_weight: float = AUX_WEIGHT,
 ) -> dict[str, Any]:
     """Pseudo-label the images of ``data`` with the model at ``checkpoint`` into ``out``.
 
@@ -483,6 +504,7 @@ def generate_pseudo_labels(
         label_data: ground truth for the quality report (node, directory or config file);
             None: ``data``'s own labels where it has them.
         num_workers: DataLoader workers reading the images.
+        aux_weight: w of the fused prediction main + w aux (models with an auxiliary head).
 
     Returns:
         The report (also ``out/report.json``, ``report.md``): ``images``, ``pixels``, ``kept``,
@@ -508,6 +530,7 @@ def generate_pseudo_labels(
         "scales": list(scales),
         "eval": cfg.eval,
         "top_k": TOP_K,
+        "aux_weight": aux_weight,
     }
     manifest = {
         "checkpoint": str(checkpoint),
@@ -525,14 +548,16 @@ def generate_pseudo_labels(
     model = method.eval_model().to(device).eval()
     with torch.inference_mode():  # one image tells whether the model has an auxiliary head
         with_aux = "aux" in model(dataset[0]["image"][None].to(device))
-    if selection.rule == "uncertainty" and not with_aux:
+    if selection.label_head == "fused" and not with_aux:
+        asked = "rule uncertainty" if selection.rule == "uncertainty" else "head fused"
         raise ConfigError(
-            f"selection.rule uncertainty needs a model with an auxiliary head ('aux' output, "
+            f"selection.{asked} needs a model with an auxiliary head ('aux' output, "
             f"e.g. DeepLab-v2 multi_level); {checkpoint} has none"
         )
     options = {
         "eval": cfg.eval,
         "with_aux": with_aux,
+        "aux_weight": aux_weight,
         "flip": flip,
         "scales": scales,
         "batch_size": batch_size,
@@ -545,7 +570,7 @@ def generate_pseudo_labels(
     thresholds = dataset_thresholds(files, selection, len(names))
     gt = _ground_truth(node, label_data, names)
     gt_index = {sample.name: i for i, sample in enumerate(gt.files)} if gt else {}
-    report, head = QualityReport(names), "fused_" if selection.rule == "uncertainty" else ""
+    report, head = QualityReport(names), "fused_" if selection.label_head == "fused" else ""
     for sample, path in tqdm(
         list(zip(dataset.files, files, strict=True)), desc="select", disable=not progress
     ):

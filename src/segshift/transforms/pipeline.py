@@ -13,6 +13,8 @@ replayed exactly (resume); without one the seed is drawn from torch's generator,
 ``policy: randaugment`` adds RandAugment (Cubuk et al., "RandAugment: Practical automated data
 augmentation with a reduced search space", CVPR-W 2020): ``policy_ops`` ops drawn uniformly with
 replacement, each at the one magnitude ``policy_magnitude`` (0-10), see :func:`randaugment_ops`.
+``policy: autoaugment`` adds torchvision's ImageNet AutoAugment policy, its geometric ops applied
+to the mask too (:mod:`segshift.transforms.autoaugment`; the ``policy_*`` keys are RandAugment's).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from albumentations.core.composition import BaseCompose
 
+from segshift.transforms.autoaugment import AutoAugmentImageNet
 from segshift.transforms.normalize import to_tensor
 
 IGNORE_INDEX = 255
@@ -36,7 +39,7 @@ INTERPOLATIONS = {
     "bicubic": cv2.INTER_CUBIC,  # the official GTA5/SYNTHIA/Cityscapes loaders of the DA line
     "area": cv2.INTER_AREA,
 }
-POLICIES = ("randaugment",)
+POLICIES = ("randaugment", "autoaugment")
 MAX_MAGNITUDE = 10.0
 
 
@@ -186,10 +189,11 @@ def build_transform(
     Train: resize to ``resize`` [H,W] (optional), random rescale by a factor in ``scale_range``,
     pad to ``crop_size`` (image 0, mask 255), random crop ``crop_size``, horizontal flip,
     ``policy`` (``randaugment``: ``policy_ops`` of :func:`randaugment_ops` at
-    ``policy_magnitude``, geometric ones too with ``policy_geometric``), colour jitter + Gaussian
-    blur (``photometric``). Eval: only resize the image; the label keeps its full resolution
-    (evaluation resizes logits to the label). Images are resampled with ``interpolation``
-    (nearest, bilinear, bicubic, area); masks always use nearest.
+    ``policy_magnitude``, geometric ones too with ``policy_geometric``; ``autoaugment``:
+    torchvision's ImageNet AutoAugment policy, :class:`AutoAugmentImageNet`), colour jitter +
+    Gaussian blur (``photometric``). Eval: only resize the image; the label keeps its full
+    resolution (evaluation resizes logits to the label). Images are resampled with
+    ``interpolation`` (nearest, bilinear, bicubic, area); masks always use nearest.
 
     Example::
 
@@ -247,6 +251,8 @@ def build_transform(
     if policy == "randaugment":
         ops = randaugment_ops(policy_magnitude, geometric=policy_geometric, interpolation=inter)
         steps.append(A.SomeOf(ops, n=policy_ops, replace=True, p=1.0))
+    elif policy == "autoaugment":
+        steps.append(AutoAugmentImageNet())
     if photometric:
         steps.append(
             A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.05, p=0.8)

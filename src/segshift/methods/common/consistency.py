@@ -11,7 +11,7 @@ The unlabeled loss of one view (shapes (B,C,h,w) logits, (B,H,W) targets)::
     L = sum( CE(pred, y) * [conf >= tau] * valid ) / sum(valid)
 
 ``valid`` is False only on padding (``batch["valid"]`` of an unlabeled stream), so the normaliser
-counts every non-padding pixel, confident or not (REFERENCE.md section 9, quirk 8): with tau = 0
+counts every non-padding pixel, confident or not (docs/METHODS.md, "FixMatch and UniMatch"): with tau = 0
 the loss is the mean CE over non-padding pixels.
 
 Example::

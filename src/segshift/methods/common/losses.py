@@ -60,8 +60,11 @@ def ohem_cross_entropy(
 ) -> torch.Tensor:
     """Online hard example mining CE (as in CPS / UniMatch / U2PL's ``ProbOhemCrossEntropy2d``).
 
-    Keeps the valid pixels whose probability for the true class is below ``thresh``; if fewer than
-    ``min_kept`` qualify, the threshold rises to the ``min_kept``-th smallest probability.
+    Keeps the valid pixels whose probability for the true class is at most ``thresh``; if fewer
+    than ``min_kept`` qualify, the threshold rises to the ``min_kept``-th smallest probability.
+    As the official criterion, ``min_kept = 0`` mines nothing (plain CE over the valid pixels):
+    the threshold is applied only inside its ``min_kept > 0`` branch. Likewise fewer valid pixels
+    than ``min_kept`` keep them all. See docs/METHODS.md, "OHEM".
     """
     logits = resize_logits(logits, tuple(target.shape[-2:]), align_corners).float()
     per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
@@ -69,17 +72,18 @@ def ohem_cross_entropy(
     num_valid = int(valid.sum())
     if num_valid == 0:
         return per_pixel.sum() * 0.0
+    losses = per_pixel[valid]
+    if min_kept <= 0 or min_kept > num_valid:
+        return losses.mean()
     with torch.no_grad():
         prob = torch.softmax(logits, dim=1)
         true_prob = prob.gather(1, target.clamp(max=logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
         true_prob = true_prob[valid]
-        threshold = torch.tensor(thresh, device=logits.device)
-        if min_kept > 0:
-            k = min(num_valid, min_kept)
-            kth = true_prob.kthvalue(k).values
-            threshold = torch.maximum(threshold, kth)
+        threshold = torch.maximum(
+            torch.tensor(thresh, device=logits.device), true_prob.kthvalue(min_kept).values
+        )
         kept = true_prob <= threshold
-    losses = per_pixel[valid][kept]
+    losses = losses[kept]
     return losses.mean() if losses.numel() else per_pixel.sum() * 0.0
 
 

@@ -6,7 +6,8 @@ it comes from the second. All draws use the ``generator`` passed in, so a method
 from the step keeps resume exact.
 
 - ClassMix (Olsson et al., WACV 2021; DACS, Tranheden et al., WACV 2021): half of the classes
-  present in each first-batch label map (ceil(n/2), drawn without replacement).
+  present in each first-batch label map (ceil(n/2), drawn without replacement); DAFormer/MIC
+  draw, for each map, half of the classes present anywhere in the batch.
 - CutMix (Yun et al., ICCV 2019) boxes: one rectangle per image. ``area`` fixes its share of the
   image (DACS/U2PL: half, with a random width); UniMatch's size/aspect draw is ``cutmix_box``.
 - Cross-domain mixed samples (DACS and methods built like it): ``mix_masks`` picks ClassMix or
@@ -42,12 +43,15 @@ def class_mix_masks(
     include_ignore: bool = False,
     classes_from: str = "image",
 ) -> torch.Tensor:
-    """(B,H,W) float masks that are 1 exactly on ceil(n/2) of the classes of ``labels`` (B,H,W).
+    """(B,H,W) float masks that are 1 exactly on ceil(n/2) of n candidate classes of ``labels``
+    (B,H,W), drawn without replacement, one independent draw per label map.
 
-    ``classes_from="image"`` draws per label map (DACS); ``"batch"`` draws once from the classes of
-    the whole batch and applies them to every map (DAFormer/MIC). The official code keeps the
-    ignore value among the candidates (``include_ignore=True`` reproduces it); by default it is
-    left out, so ignored pixels are never pasted.
+    The candidates are the classes of that map with ``classes_from="image"`` (DACS), or those of
+    the whole batch with ``"batch"`` (DAFormer/MIC ``get_class_masks``: ``torch.unique`` over all
+    labels, redrawn for every map, so a map can draw classes it does not contain and paste less
+    than half of its classes). The official code keeps the ignore value among the candidates
+    (``include_ignore=True`` reproduces it); by default it is left out, so ignored pixels are
+    never pasted. See docs/METHODS.md, "DACS" and "DAFormer and MIC".
     """
     if classes_from not in ("image", "batch"):
         raise ValueError(f"classes_from must be 'image' or 'batch', got {classes_from!r}")
@@ -58,10 +62,12 @@ def class_mix_masks(
         order = torch.randperm(len(present), generator=generator)
         return present[order[: math.ceil(len(present) / 2)].to(present.device)]
 
-    if classes_from == "batch":
-        chosen = choose(torch.unique(labels))
-        return torch.isin(labels, chosen).float()
-    return torch.stack([torch.isin(lab, choose(torch.unique(lab))) for lab in labels]).float()
+    batch_classes = torch.unique(labels) if classes_from == "batch" else None
+    masks = []
+    for lab in labels:
+        candidates = torch.unique(lab) if batch_classes is None else batch_classes
+        masks.append(torch.isin(lab, choose(candidates)))
+    return torch.stack(masks).float()
 
 
 def cutmix_masks(

@@ -64,6 +64,7 @@ from segshift.config import (
 )
 from segshift.data import build_dataset
 from segshift.data.base import SegDataset
+from segshift.data.io import image_size
 from segshift.engine.restore import find_checkpoint, load_trained
 from segshift.errors import ConfigError, DataError
 from segshift.evaluation import ConfusionMatrix, predict
@@ -169,11 +170,6 @@ def _top_k(probs: torch.Tensor, prefix: str = "") -> dict[str, np.ndarray]:
     return {f"{prefix}classes": classes.cpu().numpy().astype(np.uint8), f"{prefix}probs": quantised}
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:  # reads the header only
-        return image.height, image.width
-
-
 def _predict_missing(
     model: nn.Module, dataset: SegDataset, pred_dir: Path, num_classes: int, options: dict
 ) -> None:
@@ -183,7 +179,7 @@ def _predict_missing(
     groups: dict[tuple[int, int], list[int]] = {}  # one batch holds images of one size
     for index, sample in enumerate(dataset.files):
         if not (pred_dir / f"{sample.name}.npz").is_file():
-            groups.setdefault(_image_size(sample.image), []).append(index)
+            groups.setdefault(image_size(sample.image), []).append(index)
     step = options["batch_size"]
     batches = [ids[i : i + step] for ids in groups.values() for i in range(0, len(ids), step)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=options["num_workers"])
@@ -203,7 +199,7 @@ def _predict_missing(
             stride=tuple(ev.stride) if ev.stride else None,
             flip=options["flip"],
             scales=tuple(options["scales"]),
-            output_size=_image_size(dataset.files[ids[0]].image),
+            output_size=image_size(dataset.files[ids[0]].image),
         )
         for j, name in enumerate(batch["name"]):
             arrays = _top_k(probs[j])

@@ -57,6 +57,16 @@ def remove_stale_temp_files(*directories: Path) -> list[Path]:
     return removed
 
 
+def check_output_directory(option: str, path: str | os.PathLike) -> Path:
+    """``path`` as a directory to write into: a WriteError naming ``option`` when it, or its
+    nearest existing parent, is a file (checked before any work, so nothing is lost)."""
+    path = Path(path).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise WriteError(20, f"{option} {path}: {existing} exists and is not a directory")
+    return path
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable (best effort where directories cannot be opened)."""
     try:

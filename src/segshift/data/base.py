@@ -89,7 +89,8 @@ class SegDataset(Dataset):
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise DataError(f"{self.dataset_name} root {self.root} does not exist")
+            state = "is not a directory" if self.root.exists() else "does not exist"
+            raise DataError(f"{self.dataset_name} root {self.root} {state}")
         self.split = split
         self.labeled = labeled
         self.domain = domain or self.dataset_name
@@ -141,7 +142,8 @@ class SegDataset(Dataset):
     def require_dir(self, path: Path) -> Path:
         """``path`` if it is a directory, else a DataError naming it."""
         if not path.is_dir():
-            raise DataError(f"{self.dataset_name}: directory {path} does not exist")
+            state = "is not a directory" if path.exists() else "does not exist"
+            raise DataError(f"{self.dataset_name}: directory {path} {state}")
         return path
 
     def pair(self, images: list[Path], mask_of: Callable[[Path], Path]) -> list[SampleFiles]:

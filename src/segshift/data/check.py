@@ -57,7 +57,7 @@ _KINDS = (
     ("missing mask", re.compile(r"no mask for image")),
     ("size mismatch", re.compile(r"does not match image")),
     ("empty", re.compile(r"no images for split|subset is empty")),
-    ("not found", re.compile(r"(root|directory|split file) .* does not exist")),
+    ("not found", re.compile(r"(root|directory|split file) .* (does not exist|is not a dir)")),
     ("unreadable", re.compile(r"cannot read|file not found|floating-point|integer image")),
     ("mask format", re.compile(r"mask must hold|expected a palette|single-channel mask")),
     ("label space", re.compile(r"concatenated datasets (need one label space|must all be)")),

@@ -27,6 +27,7 @@ from safetensors.torch import save
 
 from segshift.errors import CheckpointError
 from segshift.fileio import atomic_write, atomic_write_bytes
+from segshift.models.weights import unpickling_refusal
 
 
 def previous_path(path: Path) -> Path:
@@ -100,10 +101,7 @@ def _load(path: Path) -> dict[str, Any]:
         culprit = [line for line in str(err).splitlines() if "GLOBAL" in line.upper()]
         if not culprit:
             raise
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values, possibly code: refused "
-            f"(segshift loads checkpoints with weights_only=True; {culprit[0].strip()})"
-        ) from None
+        raise CheckpointError(unpickling_refusal(path, err)) from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a segshift checkpoint")
     return state

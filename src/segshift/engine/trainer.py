@@ -316,7 +316,7 @@ class Trainer:
                 f"{sizes_text(self.val_report.sizes)}"
             )
             for line in problem_lines(self.val_report, warnings=True):
-                logger.message(f"WARNING:{line}")
+                logger.message(f"WARNING: {line.strip()}")
         for name in self._streams_read_as_val():
             logger.message(
                 f"WARNING: data.val reads the same images as data.streams.{name} (dataset "

@@ -55,11 +55,15 @@ def test_override_without_equals(config_file: Path) -> None:
         load_config(config_file, ["train.iters"])
 
 
-def test_only_one_level_of_base(tmp_path: Path) -> None:
-    write(tmp_path / "a.yaml", "name: a\n")
-    write(tmp_path / "b.yaml", "base: a.yaml\n")
-    path = write(tmp_path / "c.yaml", "base: b.yaml\n")
-    with pytest.raises(ConfigError, match="one level"):
+def test_bases_chain_and_a_cycle_is_refused(tmp_path: Path) -> None:
+    """c -> b -> a: each file's keys win over its base's; a -> c closing the loop is an error."""
+    write(tmp_path / "a.yaml", "name: a\nseed: 3\ntrain: {iters: 7}\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\nname: b\nseed: 4\n")
+    path = write(tmp_path / "c.yaml", "base: b.yaml\nname: c\n")
+    cfg = load_config(path)
+    assert (cfg.name, cfg.seed, cfg.train.iters) == ("c", 4, 7)
+    write(tmp_path / "a.yaml", "base: c.yaml\nname: a\n")
+    with pytest.raises(ConfigError, match=r"'base:' makes a cycle: .*c\.yaml -> .*b\.yaml"):
         load_config(path)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from segshift.errors import SegshiftError, TrainingInterrupted
+from segshift.fileio import check_output_directory
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
@@ -129,8 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", required=True, help="output directory")
     pred.add_argument(
         "--masks",
-        help="directory of ground-truth masks named like the images (train ids, 255 = ignore, "
-        "or legend colours): adds image | truth | prediction panels",
+        help="directory of ground-truth masks named like the images, read as the run's data.val "
+        "reads its masks (see --masks-as): adds image | truth | prediction panels",
+    )
+    pred.add_argument(
+        "--masks-as",
+        choices=["data", "train-ids"],
+        default="data",
+        help="data: as the run's data.val (label space, remap, mask format) where its root "
+        "exists here, else train-ids: train ids (255 = ignore) or legend colours",
     )
     _add_inference_options(pred)
 
@@ -268,7 +276,11 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
         "--rule uncertainty, else main)",
     )
     pseudo.add_argument("--aux-weight", type=float, default=0.5, help="aux weight of --head fused")
-    pseudo.add_argument("--labels", help="ground truth for the quality report (dir or config)")
+    pseudo.add_argument(
+        "--labels",
+        help="ground truth of the same images for the quality report: a dataset directory or a "
+        "config (its --stream if it has one, else data.val)",
+    )
     pseudo.add_argument("--flip", action="store_true", help="horizontal-flip TTA")
     pseudo.add_argument("--scales", default="1", help="multi-scale TTA, e.g. 0.75,1,1.25")
     pseudo.add_argument("--batch-size", type=int, default=4)
@@ -277,8 +289,14 @@ def _add_pseudo_label_parser(sub: argparse._SubParsersAction) -> None:
 
 def _pseudo_label(args: argparse.Namespace) -> None:
     from segshift.pipeline.pseudo_label import Selection, dataset_node, generate_pseudo_labels
+    from segshift.pipeline.stage_checks import label_node
 
     scales = parse_scales("--scales", args.scales)
+    if args.batch_size < 1:
+        raise SegshiftError(f"--batch-size: must be >= 1; got {args.batch_size}")
+    if args.workers < 0:
+        raise SegshiftError(f"--workers: must be >= 0; got {args.workers}")
+    check_output_directory("--out", args.out)
     selection = Selection(
         rule=args.rule,
         threshold=args.threshold,
@@ -296,7 +314,7 @@ def _pseudo_label(args: argparse.Namespace) -> None:
         scales=scales,
         batch_size=args.batch_size,
         progress=sys.stderr.isatty(),
-        label_data=args.labels,
+        label_data=label_node(args.labels, args.stream, "--labels"),
         num_workers=args.workers,
         aux_weight=args.aux_weight,
     )
@@ -440,12 +458,14 @@ def _train_config(args: argparse.Namespace) -> tuple[Any, Path | None]:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from segshift.engine.scored import final_miou_line
     from segshift.engine.trainer import Trainer
 
     cfg, run_dir = _train_config(args)
-    metrics = Trainer(cfg, run_dir=run_dir, overwrite=args.overwrite).fit()
+    trainer = Trainer(cfg, run_dir=run_dir, overwrite=args.overwrite)
+    metrics = trainer.fit()
     if "miou" in metrics:
-        print(f"final mIoU: {100 * metrics['miou']:.2f}")
+        print(final_miou_line(metrics, trainer))
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -456,11 +476,14 @@ def _eval(args: argparse.Namespace) -> None:
         load_eval_weights,
         read_eval_checkpoint,
     )
+    from segshift.engine.scored import scored_checkpoint
     from segshift.engine.trainer import Trainer
     from segshift.evaluation import MetricsTable
     from segshift.models import drop_pretrained_weights
 
     overrides = args.overrides + _inference_overrides(args)
+    if args.out:
+        check_output_directory("--out", args.out)
     target = Path(args.target)
     if args.checkpoint or target.suffix in (".yaml", ".yml"):  # a config, file or packaged name
         if not args.checkpoint:
@@ -479,6 +502,8 @@ def _eval(args: argparse.Namespace) -> None:
     result = trainer.evaluate(progress=sys.stderr.isatty(), class_order=order)
     if trainer.fabric.global_rank != 0:
         return
+    scored = scored_checkpoint(state, origin)  # which weights: best.pt is chosen on data.val
+    print(scored["line"])
     table = MetricsTable(result, trainer.label_space.class_names)
     print(table.arrow())
     for key in sorted(k for k in result if k.startswith("miou_")):
@@ -487,7 +512,7 @@ def _eval(args: argparse.Namespace) -> None:
     print(table.grid())
     out = Path(args.out) if args.out else eval_output_dir(state, origin)
     table.to_csv(out / "metrics.csv")
-    table.to_json(out / "metrics.json")
+    table.to_json(out / "metrics.json", {k: v for k, v in scored.items() if k != "line"})
     print(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
 
 
@@ -500,6 +525,7 @@ def _predict(args: argparse.Namespace) -> None:
         args.out,
         overrides=_inference_overrides(args),
         masks=args.masks,
+        masks_as_data=args.masks_as == "data",
     )
     images = sum(1 for path in written if path.parent == Path(args.out) / "masks")
     print(f"wrote predictions of {images} images to {args.out} (masks/, legend.png, legend.json)")
@@ -562,8 +588,13 @@ def _data_check(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> None:
     from omegaconf import OmegaConf
 
-    from segshift.config import load_config
+    from segshift.config import is_pipeline_config, load_config
 
+    if is_pipeline_config(args.config):  # a pipeline's own keys; its stages are run configs
+        from segshift.pipeline.loop import load_pipeline_config
+
+        print(OmegaConf.to_yaml(load_pipeline_config(args.config, args.overrides)), end="")
+        return
     print(OmegaConf.to_yaml(load_config(args.config, args.overrides)), end="")
 
 
@@ -615,7 +646,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from segshift.cli_parse import parse_command_line
+
+    args = parse_command_line(build_parser(), argv)  # options, overrides, inputs in any order
     try:
         status = COMMANDS[args.command](args)
     except TrainingInterrupted as err:

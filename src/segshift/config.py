@@ -1,4 +1,4 @@
-"""Run configuration: dataclass schemas, YAML files with one level of ``base:``, dotted overrides.
+"""Run configuration: dataclass schemas, YAML files with ``base:`` chains, dotted overrides.
 
 Example::
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -435,14 +436,16 @@ def _merge(schema: Any, *layers: Any, origin: str) -> DictConfig:
     return merged  # type: ignore[return-value]
 
 
-def merge_into_schema(schema: Any, *layers: Any, origin: str = "config") -> DictConfig:
+def merge_into_schema(
+    schema: Any, *layers: Any, origin: str = "config", overridden: tuple[str, ...] = ()
+) -> DictConfig:
     """Merge plain mappings onto a structured schema, turning OmegaConf errors into ConfigError.
 
     The result is validated (:func:`validate`): a value outside its field's range is a
-    ConfigError naming the key and the range.
+    ConfigError naming the key and the range (and the command line for ``overridden`` keys).
     """
     merged = _merge(schema, *layers, origin=origin)
-    validate(merged, origin)
+    validate(merged, origin, overridden)
     return merged
 
 
@@ -574,26 +577,45 @@ def is_pipeline_config(path: str | Path) -> bool:
     return "pipeline" in read_yaml(resolve_config_path(path))
 
 
+def _base_chain(file: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(file, mapping without ``base:``) of ``file`` and its bases, the furthest base first.
+
+    ``base:`` is a path relative to the file, an absolute path or a packaged name; a base may
+    have its own (``my/dacs.yaml`` -> ``my/uda.yaml`` -> ``own/uda``); a cycle is an error."""
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    seen: list[Path] = []
+    while True:
+        if file.resolve() in seen:
+            loop = " -> ".join(str(p) for p in [*seen, file.resolve()])
+            raise ConfigError(f"{seen[-1]}: 'base:' makes a cycle: {loop}")
+        seen.append(file.resolve())
+        data = read_yaml(file)
+        base = data.pop("base", None)
+        chain.insert(0, (file, data))
+        if base is None:
+            return chain
+        if not isinstance(base, str):
+            raise ConfigError(f"{file}: 'base:' must be a config path or name, got {base!r}")
+        candidate = Path(base).expanduser()
+        candidate = candidate if candidate.is_absolute() else file.parent / candidate
+        file = candidate if candidate.is_file() else resolve_config_path(base)
+
+
+DROP_STREAM = re.compile(r"data\.streams\.[A-Za-z0-9_]+=(null|~|None)")
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> DictConfig:
-    """Read a YAML config (with at most one level of ``base:``) and apply dotted overrides."""
+    """Read a YAML config (and its chain of ``base:`` configs) and apply dotted overrides."""
     layers: list[Any] = []
     origin = "overrides"
     if path is not None:
         file = resolve_config_path(path)
         origin = str(file)
-        data = read_yaml(file)
-        base = data.pop("base", None)
-        if base is not None:
-            base_file = (file.parent / base) if not Path(base).is_absolute() else Path(base)
-            if not base_file.is_file():
-                base_file = resolve_config_path(base)
-            base_data = read_yaml(base_file)
-            if "base" in base_data:
-                raise ConfigError(
-                    f"{base_file}: a base config cannot have its own 'base:' (one level at most)"
-                )
-            layers.append(_merge(Config(), base_data, origin=str(base_file)))
-        layers.append(data)
+        chain = _base_chain(file)  # the furthest base first, ``file`` last
+        for base_file, data in chain[:-1]:
+            _merge(Config(), data, origin=str(base_file))  # its keys checked, naming its file
+        # Raw mappings, so that a later file's unset keys do not reset an earlier one's values.
+        layers += [data for _, data in chain]
     # Values are validated once, on the final config: an override may fix a file's value.
     merged = _merge(Config(), *layers, origin=origin)
     if overrides:
@@ -602,11 +624,16 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                 raise ConfigError(
                     f"override '{item}' must look like key=value (e.g. train.iters=100)"
                 )
+        # data.streams.NAME=null removes a stream a config (a base, a template) defines
+        dropped = [i.split("=")[0][13:] for i in overrides if DROP_STREAM.fullmatch(i.strip())]
+        kept = [i for i in overrides if not DROP_STREAM.fullmatch(i.strip())]
         try:
-            dotlist = OmegaConf.from_dotlist(list(overrides))
+            dotlist = OmegaConf.from_dotlist(kept)
         except (OmegaConfBaseException, yaml.YAMLError) as err:
             raise ConfigError(f"bad override: {' '.join(str(err).split())}") from None
         merged = _merge(Config(), merged, dotlist, origin="command line")
+        for name in dropped:
+            merged.data.streams.pop(name, None)
     keys = tuple(item.split("=", 1)[0].strip() for item in overrides or [])
     validate(merged, origin, overridden=keys)
     return merged

@@ -57,6 +57,16 @@ def remove_stale_temp_files(*directories: Path) -> list[Path]:
     return removed
 
 
+def check_output_directory(option: str, path: str | os.PathLike) -> Path:
+    """``path`` as a directory to write into: a WriteError naming ``option`` when it, or its
+    nearest existing parent, is a file (checked before any work, so nothing is lost)."""
+    path = Path(path).expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise WriteError(20, f"{option} {path}: {existing} exists and is not a directory")
+    return path
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable (best effort where directories cannot be opened)."""
     try:
@@ -138,8 +148,11 @@ class DirectoryLock:
         import fcntl
         import socket
 
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, new_file_mode())
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, new_file_mode())
+        except OSError as err:
+            raise self._write_error(err) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -152,8 +165,13 @@ class DirectoryLock:
             ) from None
         left = os.pread(fd, 256, 0).decode(errors="replace").strip()
         mine = f"{os.getpid()} {socket.gethostname()}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (mine + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (mine + "\n").encode(), 0)
+        except OSError as err:  # a full disk: give the lock back, nothing else was written
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise self._write_error(err) from None
         self._fd = fd
         if left and left != mine:
             return (
@@ -161,6 +179,10 @@ class DirectoryLock:
                 "(it was killed or crashed)"
             )
         return None
+
+    def _write_error(self, err: OSError) -> WriteError:
+        reason = err.strerror or str(err)
+        return WriteError(err.errno, f"cannot lock {self.directory} ({self.path}): {reason}")
 
     def release(self) -> None:
         if self._fd is None:

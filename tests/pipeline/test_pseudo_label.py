@@ -387,11 +387,18 @@ def test_uncertainty_without_aux_head_is_a_config_error(scene, tmp_path: Path) -
         run(scene, tmp_path / "pl", Selection("uncertainty"))
 
 
-def test_same_name_twice_is_an_error(scene, tmp_path: Path) -> None:
+def test_same_name_twice_gets_distinct_files(scene, tmp_path: Path) -> None:
+    """Two images named a (a.jpg, a.png) are written as a_jpg and a_png, as predict names
+    them, instead of one overwriting the other (or failing after the teacher trained)."""
     root = scene[0]
     Image.fromarray(blocks(8, 12, RED)).save(root / "images" / "a.jpg")
-    with pytest.raises(DataError, match="two images named a"):
-        run(scene, tmp_path / "pl", Selection())
+    report = run(scene, tmp_path / "pl", Selection())
+    assert report["images"] == 4
+    masks = sorted(p.name for p in (tmp_path / "pl" / "masks").iterdir())
+    assert masks == ["a_jpg.png", "a_png.png", "b.png", "c.png"]
+    images = sorted(p.name for p in (tmp_path / "pl" / "images").iterdir())
+    assert images == ["a_jpg.jpg", "a_png.png", "b.png", "c.png"]
+    assert read(tmp_path / "pl" / "masks" / "a_jpg.png")[0, 0] == 0  # red: class 0
 
 
 def test_labels_of_another_label_space_are_refused(scene, tmp_path: Path, folder_factory) -> None:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segshift.data.io import read_image, read_mask
+from segshift.data.io import image_size, read_image, read_mask
 from segshift.data.label_space import IGNORE_INDEX, LabelSpace, common_label_space
 from segshift.data.splits import keep_listed, read_split_file, subset_indices
 from segshift.errors import DataError
@@ -59,6 +60,9 @@ class SegDataset(Dataset):
         remap: map the dataset's classes onto a common class list, ``{classes, map}`` (see
             ``label_space.common_label_space``), so that streams of different label spaces
             train together; ``label_space`` is then the common one.
+        fit_masks: resize a mask whose size differs from its image's to the image's size
+            (nearest neighbour; e.g. masks exported at another resolution) instead of raising a
+            DataError; the names of the masks fitted so far are in ``fitted``.
 
     Samples are dicts: ``image`` float32 (3,H,W), ``label`` int64 (H,W) with 255 = ignore (only
     when labeled), ``domain`` str, ``name`` str, ``index`` int. ``dataset[i, seed]`` replays the
@@ -81,15 +85,19 @@ class SegDataset(Dataset):
         complement: bool = False,
         recrop_min_pixels: float | None = None,
         remap: Mapping[str, Any] | None = None,
+        fit_masks: bool = False,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise DataError(f"{self.dataset_name} root {self.root} does not exist")
+            state = "is not a directory" if self.root.exists() else "does not exist"
+            raise DataError(f"{self.dataset_name} root {self.root} {state}")
         self.split = split
         self.labeled = labeled
         self.domain = domain or self.dataset_name
         self.transform = transform or build_transform(train=False)
         self.recrop_min_pixels = recrop_min_pixels
+        self.fit_masks = bool(fit_masks)
+        self.fitted: set[str] = set()  # masks resized to their image's size (fit_masks)
         self.label_space = self.build_label_space()
         self._own_label_space: LabelSpace | None = None
         self._to_common: np.ndarray | None = None
@@ -134,7 +142,8 @@ class SegDataset(Dataset):
     def require_dir(self, path: Path) -> Path:
         """``path`` if it is a directory, else a DataError naming it."""
         if not path.is_dir():
-            raise DataError(f"{self.dataset_name}: directory {path} does not exist")
+            state = "is not a directory" if path.exists() else "does not exist"
+            raise DataError(f"{self.dataset_name}: directory {path} {state}")
         return path
 
     def pair(self, images: list[Path], mask_of: Callable[[Path], Path]) -> list[SampleFiles]:
@@ -186,24 +195,44 @@ class SegDataset(Dataset):
         image = read_image(sample.image)
         if not self.labeled:
             return image, None
-        label = self._train_ids(sample)
-        if label.shape != image.shape[:2]:
+        return image, self.fit_label(self._train_ids(sample), image.shape[:2], sample)
+
+    def fit_label(
+        self, label: np.ndarray, size: tuple[int, int], sample: SampleFiles
+    ) -> np.ndarray:
+        """``label`` if it has the image's ``size`` (H, W); resized to it (nearest) with
+        ``fit_masks``; else a DataError naming both files."""
+        if label.shape == tuple(size):
+            return label
+        if not self.fit_masks:
             raise DataError(
                 f"{sample.mask}: mask size {label.shape[1]}x{label.shape[0]} does not match image "
-                f"{sample.image} size {image.shape[1]}x{image.shape[0]} (width x height)"
+                f"{sample.image} size {size[1]}x{size[0]} (width x height); options.fit_masks: "
+                "true resizes masks to their images (nearest)"
             )
-        return image, label
+        self.fitted.add(sample.name)
+        return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
     def load_label(self, index: int) -> np.ndarray:
-        """Train ids (H,W) uint8 of a labeled sample at full resolution, without its image."""
-        return self._train_ids(self.files[index])
+        """Train ids (H,W) uint8 of a labeled sample at full resolution, without its image
+        (with ``fit_masks``, at its image's size, read from the file's header)."""
+        sample = self.files[index]
+        label = self._train_ids(sample)
+        if self.fit_masks:
+            label = self.fit_label(label, image_size(sample.image), sample)
+        return label
 
     def _augment(
-        self, image: np.ndarray, label: np.ndarray | None, seed: int | None, focus: int | None
+        self,
+        image: np.ndarray,
+        label: np.ndarray | None,
+        seed: int | None,
+        focus: int | None,
+        path: Path | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``transform(image, label, seed)``; with a ``focus`` class, redrawn with seeds derived
         from ``seed`` until the label shows enough of it (DAFormer's rare-class re-crop)."""
-        image_tensor, label_tensor = self.transform(image, label, seed)
+        image_tensor, label_tensor = self._transform(image, label, seed, path)
         if focus is None or label_tensor is None or not self.recrop_min_pixels:
             return image_tensor, label_tensor
         for attempt in range(1, RECROP_ATTEMPTS + 1):
@@ -212,8 +241,22 @@ class SegDataset(Dataset):
             retry_seed = None
             if seed is not None:
                 retry_seed = int(np.random.SeedSequence((seed, attempt)).generate_state(1)[0])
-            image_tensor, label_tensor = self.transform(image, label, retry_seed)
+            image_tensor, label_tensor = self._transform(image, label, retry_seed, path)
         return image_tensor, label_tensor
+
+    def _transform(
+        self, image: np.ndarray, label: np.ndarray | None, seed: int | None, path: Path | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``transform(image, label, seed)``; an image the augmentation cannot handle (a 1x1
+        thumbnail scaled to nothing) is a DataError naming its file, not OpenCV's assertion."""
+        try:
+            return self.transform(image, label, seed)
+        except (cv2.error, ValueError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+            raise DataError(
+                f"{path}: cannot augment this {image.shape[0]}x{image.shape[1]} (HxW) "
+                f"image ({first.strip()}); `segshift data check` lists images this small"
+            ) from None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -225,17 +268,18 @@ class SegDataset(Dataset):
         if index < 0:
             index += len(self)
         image, label = self.load(index)
+        path = self.files[index].image
         if label is None:
             # an unlabeled image goes through the pipeline with an all-zero mask, so that the
             # pixels a crop pads (mask 255) are known: ``valid`` is False there (UniMatch ignores
             # padding in its unlabeled loss). Only when the mask kept the image's size (training)
             pad = np.zeros(image.shape[:2], np.uint8)
-            image_tensor, pad_tensor = self._augment(image, pad, seed, None)
+            image_tensor, pad_tensor = self._augment(image, pad, seed, None, path)
             sample = self._sample(image_tensor, index)
             if pad_tensor is not None and pad_tensor.shape == image_tensor.shape[-2:]:
                 sample["valid"] = pad_tensor != IGNORE_INDEX
             return sample
-        image_tensor, label_tensor = self._augment(image, label, seed, focus)
+        image_tensor, label_tensor = self._augment(image, label, seed, focus, path)
         sample = self._sample(image_tensor, index)
         sample["label"] = label_tensor
         return sample

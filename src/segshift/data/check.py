@@ -27,14 +27,21 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from tqdm import tqdm
 
 from segshift.config import DatasetConfig, merge_into_schema
 from segshift.data import build_dataset
 from segshift.data.base import SegDataset
 from segshift.data.concat import check_parts, part_configs
-from segshift.data.label_space import IGNORE_INDEX
+from segshift.data.findings import (
+    fitted_line,
+    shared_name_message,
+    shared_names,
+    small_image_message,
+    unknown_id_message,
+)
+from segshift.data.io import image_size
+from segshift.data.label_space import IGNORE_INDEX, unknown_raw_ids
 from segshift.data.splits import SPLIT_FILE_NAMES
 from segshift.errors import ConfigError, DataError, SegshiftError
 from segshift.registry import DATASETS
@@ -50,7 +57,7 @@ _KINDS = (
     ("missing mask", re.compile(r"no mask for image")),
     ("size mismatch", re.compile(r"does not match image")),
     ("empty", re.compile(r"no images for split|subset is empty")),
-    ("not found", re.compile(r"(root|directory|split file) .* does not exist")),
+    ("not found", re.compile(r"(root|directory|split file) .* (does not exist|is not a dir)")),
     ("unreadable", re.compile(r"cannot read|file not found|floating-point|integer image")),
     ("mask format", re.compile(r"mask must hold|expected a palette|single-channel mask")),
     ("label space", re.compile(r"concatenated datasets (need one label space|must all be)")),
@@ -73,7 +80,9 @@ class SetReport:
     """What a scan found in one dataset (a stream or the validation set).
 
     ``pixels`` holds the pixels of each class and, last, the ignored ones (255); ``images_with``
-    the images that show each class; ``sizes`` counts image sizes (H, W).
+    the images that show each class; ``sizes`` counts image sizes (H, W); ``warnings`` are
+    findings that do not stop training (`segshift.data.findings`); ``fitted`` counts the masks
+    ``options.fit_masks`` resized.
     """
 
     where: str
@@ -85,11 +94,13 @@ class SetReport:
     images_with: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     sizes: Counter = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    fitted: int = 0
 
-    def grouped(self) -> dict[tuple[str, str], list[Problem]]:
-        """Problems by (kind, value), in the order first met."""
+    def grouped(self, warnings: bool = False) -> dict[tuple[str, str], list[Problem]]:
+        """Problems (or warnings) by (kind, value), in the order first met."""
         groups: dict[tuple[str, str], list[Problem]] = {}
-        for problem in self.problems:
+        for problem in self.warnings if warnings else self.problems:
             groups.setdefault((problem.kind, problem.value), []).append(problem)
         return groups
 
@@ -115,15 +126,7 @@ class _SampleScan:
     size: tuple[int, int] | None = None
     counts: np.ndarray | None = None  # bincount of the train ids, 256 long
     problems: list[Problem] = field(default_factory=list)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file's header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, ValueError, SyntaxError) as error:
-        raise DataError(f"{path}: cannot read image ({error})") from error
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def _read(dataset: SegDataset, index: int, images: bool) -> tuple[tuple[int, int], Any]:
@@ -134,11 +137,12 @@ def _read(dataset: SegDataset, index: int, images: bool) -> tuple[tuple[int, int
         return image.shape[:2], label
     sample = dataset.files[index]
     label = dataset.load_label(index) if dataset.labeled else None
-    size = _image_size(sample.image)
+    size = image_size(sample.image)
     if label is not None and label.shape != size:
         raise DataError(
             f"{sample.mask}: mask size {label.shape[1]}x{label.shape[0]} does not match image "
-            f"{sample.image} size {size[1]}x{size[0]} (width x height)"
+            f"{sample.image} size {size[1]}x{size[0]} (width x height); options.fit_masks: "
+            "true resizes masks to their images (nearest)"
         )
     return size, label
 
@@ -146,7 +150,8 @@ def _read(dataset: SegDataset, index: int, images: bool) -> tuple[tuple[int, int
 def _scan_sample(dataset: SegDataset, index: int, images: bool) -> _SampleScan:
     sample = dataset.files[index]
     try:
-        size, label = _read(dataset, index, images)
+        with unknown_raw_ids() as unknown:
+            size, label = _read(dataset, index, images)
     except DataError as error:
         about_image = not str(error).startswith(str(sample.mask))
         scan = _SampleScan(problems=classify(error, sample.image if about_image else sample.mask))
@@ -154,12 +159,21 @@ def _scan_sample(dataset: SegDataset, index: int, images: bool) -> _SampleScan:
             if about_image and dataset.labeled:
                 dataset.load_label(index)
             elif not about_image:
-                scan.size = _image_size(sample.image)
+                scan.size = image_size(sample.image)
         except DataError as other:
             scan.problems += classify(other, sample.mask if about_image else sample.image)
         return scan
     counts = None if label is None else np.bincount(label.ravel(), minlength=256)
-    return _SampleScan(size=size, counts=counts)
+    scan = _SampleScan(size=size, counts=counts)
+    small = small_image_message(size, sample.image)
+    if small:
+        scan.problems.append(Problem("too small", "", str(sample.image), small))
+    space = dataset.label_space.name
+    for raw in sorted(unknown):
+        message = unknown_id_message(raw, sample.mask, space)
+        kind = f"raw id outside label space '{space}' (read as 255):"
+        scan.warnings.append(Problem(kind, str(raw), str(sample.mask), message))
+    return scan
 
 
 def scan_dataset(
@@ -183,11 +197,14 @@ def scan_dataset(
         bar = tqdm(scans, total=len(dataset), desc=where, disable=not progress, leave=False)
         for scan in bar:
             report.problems += scan.problems
+            report.warnings += scan.warnings
             if scan.size is not None:
                 report.sizes[scan.size] += 1
             if scan.counts is not None:
                 report.pixels += np.append(scan.counts[: len(names)], scan.counts[IGNORE_INDEX])
                 report.images_with += scan.counts[: len(names)] > 0
+    parts = getattr(dataset, "parts", [dataset])  # a concatenation counts its parts' masks
+    report.fitted = sum(len(getattr(part, "fitted", ())) for part in parts)
     return report
 
 
@@ -288,7 +305,7 @@ def check_sets(
     ``label space`` problem of that part."""
     reports = []
     for where, node in sets:
-        first = None
+        first, opened = None, []
         for k, part in enumerate(part_configs(node)):
             name = where if k == 0 else f"{where}.concat[{k - 1}]"
             dataset, report = _check_set(part, name, workers, progress)
@@ -299,7 +316,12 @@ def check_sets(
                     report.problems += classify(error, report.root)
             if first is None:
                 first = dataset
+            opened.append((name, dataset))
             reports.append(report)
+        by_name = {r.where: r for r in reports}
+        for (part, earlier), names in shared_names(opened).items():
+            message = shared_name_message(names, part, earlier)
+            by_name[part].warnings.append(Problem("shared names", "", part, message))
     return reports
 
 
@@ -343,9 +365,10 @@ def sizes_text(sizes: Counter) -> str:
     return ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common()) or "-"
 
 
-def problem_lines(report: SetReport) -> Iterator[str]:
-    """One line per problem group: the kind, the value and a few files (or messages)."""
-    for (kind, value), problems in report.grouped().items():
+def problem_lines(report: SetReport, warnings: bool = False) -> Iterator[str]:
+    """One line per problem (or warning) group: the kind, the value and a few files (or
+    messages)."""
+    for (kind, value), problems in report.grouped(warnings).items():
         more = len(problems) - SHOWN_FILES
         tail = f" ... and {more} more" if more > 0 else ""
         if value:
@@ -387,6 +410,10 @@ def format_reports(reports: Sequence[SetReport]) -> str:
         if report.labeled and report.class_names:
             lines.append(f"  {class_list(report.class_names)}")
             lines += _class_table(report)
+    notes = [line for report in reports for line in problem_lines(report, warnings=True)]
+    notes += [line for r in reports if (line := fitted_line(r.where, r.fitted))]
+    if notes:
+        lines += ["", "warnings:", *notes]
     problems = [line for report in reports for line in problem_lines(report)]
     total = sum(len(report.problems) for report in reports)
     if problems:
@@ -413,6 +440,11 @@ def reports_json(reports: Sequence[SetReport]) -> dict[str, Any]:
              "files": [p.file for p in found], "messages": [p.message for p in found]}
             for (kind, value), found in report.grouped().items()
         ]  # fmt: skip
+        warnings = [
+            {"kind": kind, "value": value, "count": len(found),
+             "files": [p.file for p in found], "messages": [p.message for p in found]}
+            for (kind, value), found in report.grouped(warnings=True).items()
+        ]  # fmt: skip
         sets.append(
             {
                 "name": report.where,
@@ -423,6 +455,8 @@ def reports_json(reports: Sequence[SetReport]) -> dict[str, Any]:
                 "classes": classes if report.labeled else [],
                 "ignored_pixels": int(report.pixels[-1]) if report.labeled else 0,
                 "problems": problems,
+                "warnings": warnings,
+                "masks_fitted": report.fitted,
             }
         )
     return {"sets": sets, "problems": sum(len(r.problems) for r in reports)}

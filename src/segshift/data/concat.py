@@ -74,9 +74,13 @@ def _describe(part: SegDataset) -> str:
 
 
 def check_parts(parts: Sequence[SegDataset]) -> None:
-    """ConfigError unless every part has the first's class names and ``labeled``."""
+    """ConfigError unless every part has the first's class names and ``labeled``; an
+    image-only part (unlabeled, without classes) goes with any classes."""
     first = parts[0]
     for part in parts[1:]:
+        image_only = not first.label_space.num_classes or not part.label_space.num_classes
+        if not first.labeled and not part.labeled and image_only:
+            continue  # images only: classes are not read
         if part.labeled != first.labeled:
             raise ConfigError(
                 f"concatenated datasets must all be labeled or all unlabeled: "
@@ -89,8 +93,13 @@ def check_parts(parts: Sequence[SegDataset]) -> None:
                 f"concatenated datasets need one label space: {_describe(first)} has "
                 f"'{a.name}' ({a.num_classes} classes: {', '.join(a.class_names)}) but "
                 f"{_describe(part)} has '{b.name}' ({b.num_classes} classes: "
-                f"{', '.join(b.class_names)}); map a part onto the first's classes with "
-                "options.remap (docs/DATA.md)"
+                f"{', '.join(b.class_names)}); "
+                + (
+                    "map a part onto the first's classes with options.remap (docs/DATA.md)"
+                    if first.labeled
+                    else "unlabeled parts need no classes: leave them out of a part, or give it "
+                    "the first's with options.classes_from"
+                )
             )
 
 
@@ -114,7 +123,9 @@ class ConcatSegDataset(SegDataset):
         self.parts = list(parts)
         self.dataset_name = " + ".join(part.dataset_name for part in parts)
         self.root, self.split, self.domain = first.root, first.split, first.domain
-        self.labeled, self.label_space = first.labeled, first.label_space
+        # an image-only first part has no classes: the first part that has some names them
+        spaces = [part.label_space for part in parts if part.label_space.num_classes]
+        self.labeled, self.label_space = first.labeled, (spaces or [first.label_space])[0]
         self.transform, self.recrop_min_pixels = first.transform, first.recrop_min_pixels
         self.files = [sample for part in parts for sample in part.files]
         self.starts = [0, *accumulate(len(part) for part in parts[:-1])]

@@ -32,6 +32,18 @@ def _open(path: Path, mode: str | None, keep: tuple[str, ...] = ()) -> np.ndarra
         raise DataError(f"{path}: cannot read image ({error})") from error
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header, without decoding the pixels; a DataError
+    naming the file when it is missing or not an image."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: file not found") from error
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path}: cannot read image ({error})") from error
+
+
 # Pillow's modes for 16-bit grayscale ("I;16*") and 32-bit integer ("I", which older Pillow
 # versions give for 16-bit PNGs). Converting these to RGB clips at 255, i.e. makes them white.
 _WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")

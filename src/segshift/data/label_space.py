@@ -12,7 +12,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +46,9 @@ class LabelSpace:
         void_colors: RGB colours that ``decode_rgb`` maps to ``ignore_index``.
         extra_colors: further mask colours of classes drawn in several colours: colour -> train
             id (``palette`` holds each class's first colour).
+        known_ids: every raw id the dataset's masks document (its classes and its void ids),
+            for built-in label spaces; other raw ids still become 255, and
+            :func:`unknown_raw_ids` reports them (``segshift data check``). None: not known.
     """
 
     name: str
@@ -54,6 +59,7 @@ class LabelSpace:
     subsets: dict[str, list[int]] = field(default_factory=dict)
     void_colors: tuple[RGB, ...] = ()
     extra_colors: dict[RGB, int] = field(default_factory=dict)
+    known_ids: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.class_names)
@@ -103,6 +109,9 @@ class LabelSpace:
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """Map raw ids (H,W, any integer dtype, e.g. uint16) to train ids (H,W) uint8."""
         lut = self._lut
+        found = getattr(_collecting, "ids", None)
+        if found is not None and self.known_ids is not None:
+            found.update(int(v) for v in np.unique(raw) if int(v) not in self.known_ids)
         inside = (raw >= 0) & (raw < len(lut))
         return np.where(inside, lut[np.clip(raw, 0, len(lut) - 1)], self.ignore_index).astype(
             np.uint8
@@ -162,7 +171,33 @@ class LabelSpace:
             subsets={k: [new_id[i] for i in ids if i in new_id] for k, ids in self.subsets.items()},
             void_colors=self.void_colors,
             extra_colors={c: new_id[t] for c, t in self.extra_colors.items() if t in new_id},
+            known_ids=self.known_ids,
         )
+
+
+_collecting = threading.local()
+
+
+@contextmanager
+def unknown_raw_ids() -> Iterator[set[int]]:
+    """Collect the raw ids that :meth:`LabelSpace.encode` meets, in this thread, outside a
+    built-in label space's ``known_ids`` (ids 50, 200 or 259 in CamVid masks): they become
+    255 like void, but are more likely a mask of another dataset.
+
+    Example::
+
+        >>> with unknown_raw_ids() as found:
+        ...     get_label_space("camvid").encode(np.array([[3, 50]]))
+        >>> found
+        {50}
+    """
+    found: set[int] = set()
+    previous = getattr(_collecting, "ids", None)
+    _collecting.ids = found
+    try:
+        yield found
+    finally:
+        _collecting.ids = previous
 
 
 def _pack(color: Sequence[int]) -> int:
@@ -201,6 +236,11 @@ SYNTHIA16_RAW = {
     "rider": 17, "car": 8, "bus": 19, "motorcycle": 12, "bicycle": 11,
 }  # fmt: skip
 SYNTHIA13_DROPPED = ("wall", "fence", "pole")
+# The raw ids the datasets document: Cityscapes labelIds 0..33 (255: the license plate, id -1,
+# as uint8), SYNTHIA RAND-CITYSCAPES 0 (void) .. 22 (lanemarking); 255, the usual ignore value
+# of converted masks, is known everywhere.
+CITYSCAPES_KNOWN_IDS = frozenset([*range(34), 255])
+SYNTHIA_KNOWN_IDS = frozenset([*range(23), 255])
 
 CAMVID_CLASSES = (
     "sky", "building", "pole", "road", "sidewalk", "tree", "signsymbol", "fence", "car",
@@ -227,6 +267,7 @@ def _cityscapes() -> LabelSpace:
         CITYSCAPES_CLASSES,
         CITYSCAPES_PALETTE,
         {raw: i for i, raw in enumerate(CITYSCAPES_LABEL_IDS)},
+        known_ids=CITYSCAPES_KNOWN_IDS,
     )
 
 
@@ -245,6 +286,7 @@ def _synthia16() -> LabelSpace:
         cs16.palette,
         {raw: i for i, raw in enumerate(SYNTHIA16_RAW.values())},
         subsets=cs16.subsets,
+        known_ids=SYNTHIA_KNOWN_IDS,
     )
 
 
@@ -265,6 +307,7 @@ def _synthia19() -> LabelSpace:
         target,
         name="synthia19",
         raw_to_train={raw: target.class_names.index(c) for c, raw in SYNTHIA16_RAW.items()},
+        known_ids=SYNTHIA_KNOWN_IDS,
     )
 
 
@@ -275,6 +318,7 @@ def _camvid() -> LabelSpace:
         CAMVID_PALETTE,
         {i: i for i in range(len(CAMVID_CLASSES))},  # 11 = void -> 255
         void_colors=((0, 0, 0),),
+        known_ids=frozenset([*range(len(CAMVID_CLASSES) + 1), 255]),  # 11: void
     )
 
 

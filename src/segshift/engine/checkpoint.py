@@ -13,6 +13,7 @@ was stored as a tensor). A file carrying code (a pickled ``__reduce__``) is refu
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import random
@@ -26,6 +27,7 @@ from safetensors.torch import save
 
 from segshift.errors import CheckpointError
 from segshift.fileio import atomic_write, atomic_write_bytes
+from segshift.models.weights import unpickling_refusal
 
 
 def previous_path(path: Path) -> Path:
@@ -41,7 +43,39 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], keep_previous: bool
     """
     path = Path(path)
     previous = previous_path(path) if keep_previous else None
-    atomic_write(path, lambda handle: torch.save(state, handle), keep_previous=previous)
+    atomic_write(path, lambda handle: _torch_save(state, handle), keep_previous=previous)
+
+
+class _RecordingWriter:
+    """A file handle's ``write`` that remembers the ``OSError`` it raised: torch.save's zip
+    writer swallows it and raises ``RuntimeError("... unexpected pos ...")`` instead."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _torch_save(state: dict[str, Any], handle: Any) -> None:
+    """torch.save into ``handle``; a failed write (a full disk) is an ``OSError`` with its errno,
+    so :func:`segshift.fileio.atomic_write` reports it in one line and removes the temp file."""
+    writer = _RecordingWriter(handle)
+    try:
+        torch.save(state, writer)
+    except RuntimeError as err:
+        if writer.error is not None:
+            raise writer.error from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OSError(errno.EIO, f"torch.save failed ({first}); is the disk full?") from None
 
 
 def _safe_globals() -> list[Any]:
@@ -67,10 +101,7 @@ def _load(path: Path) -> dict[str, Any]:
         culprit = [line for line in str(err).splitlines() if "GLOBAL" in line.upper()]
         if not culprit:
             raise
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values, possibly code: refused "
-            f"(segshift loads checkpoints with weights_only=True; {culprit[0].strip()})"
-        ) from None
+        raise CheckpointError(unpickling_refusal(path, err)) from None
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a segshift checkpoint")
     return state

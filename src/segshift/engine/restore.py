@@ -117,7 +117,20 @@ def config_from_checkpoint(
     state, origin = load_checkpoint(find_checkpoint(path))
     if "config" not in state or "label_space" not in state:
         raise CheckpointError(f"{origin} holds no config or label space: not a segshift checkpoint")
+    _require_segmentation(state["label_space"], state["config"], origin)
     return _merged(state["config"], overrides, origin), state, origin
+
+
+def _require_segmentation(label_space: Any, config: Any, origin: Path) -> None:
+    """A CheckpointError unless the run trained a segmentation model (a CycleGAN run has no
+    classes and no segmenter)."""
+    if label_space is not None:
+        return
+    method = ((config or {}).get("method") or {}).get("name", "?")
+    raise CheckpointError(
+        f"{origin} is not a segmentation run: method {method} trains no segmentation model "
+        "(translation runs are applied with `segshift translate apply`)"
+    )
 
 
 def _load_export(
@@ -130,6 +143,7 @@ def _load_export(
         config, label_space = meta["config"], meta["label_space"]
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"{meta_path}: not a segshift export config ({err})") from None
+    _require_segmentation(label_space, config, meta_path)
     cfg = _merged(config, overrides, meta_path)
     drop_pretrained_weights(cfg.model)
     method = build_method(cfg, len(label_space["class_names"]))

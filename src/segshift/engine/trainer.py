@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.config import check_required, save_config
 from segshift.data import ConcatSegDataset, build_dataset
-from segshift.data.check import class_list, require_valid_labels, sizes_text
+from segshift.data.check import class_list, problem_lines, require_valid_labels, sizes_text
 from segshift.data.concat import part_configs
 from segshift.data.samplers import build_rare_class_sampling
 from segshift.engine.checkpoint import (
@@ -54,6 +54,7 @@ from segshift.engine.checkpoint import (
 from segshift.engine.loaders import Stream, collate, evaluation_loader, shard_indices
 from segshift.engine.logging import RunLogger, drop_records_after
 from segshift.engine.schedules import build_scheduler
+from segshift.engine.startup_checks import check_eval_subset, stream_notes
 from segshift.engine.threads import setup_threads
 from segshift.errors import (
     CheckpointError,
@@ -224,6 +225,7 @@ class Trainer:
         self.val_report = self._check_val_labels()  # before step 1, not at the first evaluation
         self.label_space = self._label_space()  # None: a translation method, no labels
         self.num_classes = self.label_space.num_classes if self.label_space is not None else 0
+        check_eval_subset(cfg, self.label_space)  # a typo would score all classes
         self.method = build_method(cfg, self.num_classes)
         for name in self.method.streams:
             if self.method.stream_config(cfg.data.streams, name) is None:
@@ -313,6 +315,8 @@ class Trainer:
                 f"data.val: {self.val_report.images} images, image sizes (HxW) "
                 f"{sizes_text(self.val_report.sizes)}"
             )
+            for line in problem_lines(self.val_report, warnings=True):
+                logger.message(f"WARNING: {line.strip()}")
         for name in self._streams_read_as_val():
             logger.message(
                 f"WARNING: data.val reads the same images as data.streams.{name} (dataset "
@@ -520,7 +524,6 @@ class Trainer:
         if not path.exists() and not (path.with_name(path.stem + ".prev.pt")).exists():
             return False
         state, origin = load_checkpoint(path)
-        load_method_state(self.method, state["method"], origin)
         step = int(state["step"])
         saved_names = (state.get("label_space") or {}).get("class_names")
         space = self.label_space
@@ -531,6 +534,8 @@ class Trainer:
                 f"configured data's are {list(self.label_space.class_names)} (data.val)"
             )
         notes = self._check_resumed_config(state.get("config", {}), origin, step)
+        # after the config check: a changed model.arch is named there, not by a key dump
+        load_method_state(self.method, state["method"], origin)
         # this run's optimizer hyperparameters (fresh from the config) replace the checkpoint's
         fresh = {
             name: [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
@@ -741,6 +746,8 @@ class Trainer:
                 f"process: {passes:.1f} passes over them in {cfg.train.iters} steps "
                 f"(crop {crop}{resize})"
             )
+            for note in stream_notes(f"data.streams.{name}", node, stream.dataset):
+                logger.message(note)
             if stream.rare_classes is not None:
                 classes = stream.dataset.label_space.class_names  # type: ignore[attr-defined]
                 summary = stream.rare_classes.summary(classes)

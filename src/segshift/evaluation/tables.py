@@ -132,14 +132,16 @@ class MetricsTable:
             )
         return atomic_write_bytes(path, buffer.getvalue().encode())
 
-    def to_json(self, path: str | os.PathLike) -> Path:
-        """Write summary metrics, per-class values and the confusion matrix (if any) as JSON.
+    def to_json(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write summary metrics, per-class values and the confusion matrix (if any) as JSON;
+        ``extra``: further top-level entries (what was scored: checkpoint, step).
 
         NaN is written as ``null`` so that the file is strict JSON.
         """
         summary_keys = ("miou", "mean_accuracy", "pixel_accuracy", "fwiou", "subset")
         keys = [*summary_keys, *(k for k in self.result if k.startswith("miou_"))]
         payload = {k: _nan_to_none(self.result[k]) for k in keys if k in self.result}
+        payload |= extra or {}
         payload["classes"] = [
             {
                 "class_id": i,

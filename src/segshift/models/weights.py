@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +28,22 @@ def is_weight_file(encoder_weights: str) -> bool:
     return encoder_weights.endswith(WEIGHT_FILE_SUFFIXES) or "/" in encoder_weights
 
 
+def unpickling_refusal(path: str | Path, err: Exception) -> str:
+    """One line for a torch file that ``torch.load(weights_only=True)`` refused: it needs
+    unpickling objects (which can run code), and how to convert a file one trusts."""
+    named = re.search(r"GLOBAL ([\w.]+)", str(err))
+    what = f" ({named[1]})" if named else ""
+    stem = Path(path).with_suffix("").name
+    return (
+        f"{path} holds objects other than tensors and plain values{what}, possibly code: "
+        "refused (segshift loads with weights_only=True). If you trust the file, convert it to "
+        'plain tensors: python -c "import torch; from safetensors.torch import save_file; '
+        f"s = torch.load('{path}', weights_only=False); s = s.get('state_dict', s); "
+        f"save_file({{k: v.contiguous() for k, v in s.items() if torch.is_tensor(v)}}, "
+        f"'{stem}.safetensors')\""
+    )
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a .safetensors file or a torch file (loaded with weights_only).
 
@@ -40,8 +57,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
-        raise ConfigError(f"model.encoder_weights: cannot read {path}: {err}") from err
+    except pickle.UnpicklingError as err:  # torch's 6-8 lines say weights_only=False: no
+        raise ConfigError(f"model.encoder_weights: {unpickling_refusal(path, err)}") from None
+    except (OSError, RuntimeError, SafetensorError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"model.encoder_weights: cannot read {path}: {first}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]

@@ -49,12 +49,25 @@ from segshift.config import (
     config_diff,
     load_config,
     merge_into_schema,
+    number_at_least,
+    number_between,
     one_of,
     read_yaml,
     resolve_config_path,
 )
 from segshift.errors import ConfigError, SegshiftError
 from segshift.fileio import atomic_write_bytes
+from segshift.pipeline.portable import portable, relocated
+from segshift.pipeline.report import val_classes
+from segshift.pipeline.stage_checks import (
+    REAL_SHARES,
+    SCALES,
+    SHARE,
+    SHARES,
+    check_stages,
+    label_node,
+    share_problem,
+)
 
 # DatasetConfig fields a student's pseudo-labeled stream takes from the teacher's stream, so the
 # real images have the geometry the teacher labeled them at; augmentation (noise, as in Noisy
@@ -85,16 +98,19 @@ class PseudoLabelStage:
     """How the teacher's predictions become labels (see ``pipeline/pseudo_label.py``)."""
 
     stream: str = "target"  # the teacher config's stream whose images are pseudo-labeled
-    rule: str = "threshold"  # threshold | cbst | uncertainty | none
-    threshold: float = 0.5  # rule threshold: top probability (our experiments: 0.5)
-    max_kl: float | None = None  # uncertainty: keep KL(aux || main) <= max_kl (nats), or else
-    kl_portion: float = 0.8  # uncertainty: the share of pixels kept, lowest disagreement first
-    portions: list[float] = field(default_factory=lambda: [0.2])  # cbst p per round; last repeats
+    rule: str = checked("threshold", check=one_of("threshold", "cbst", "uncertainty", "none"))
+    threshold: float = checked(0.5, check=number_between(0, 1))  # rule threshold: top prob.
+    # uncertainty: keep KL(aux || main) <= max_kl (nats), or else
+    max_kl: float | None = checked(None, check=number_at_least(0, optional=True))
+    kl_portion: float = checked(0.8, check=SHARE)  # uncertainty: share kept, lowest KL first
+    portions: list[float] = checked(check=SHARES, factory=lambda: [0.2])  # cbst p per round
     flip: bool = False
-    scales: list[float] = field(default_factory=lambda: [1.0])
-    batch_size: int = 8
-    labels: dict[str, Any] | None = None  # the same images with ground truth: quality report
-    examples: int = 4  # colour-coded examples drawn per round
+    scales: list[float] = checked(check=SCALES, factory=lambda: [1.0])
+    batch_size: int = checked(8, check=at_least(1))
+    # the same images with ground truth, for the quality report: a dataset directory, a dataset
+    # mapping, or a config (its stream of this name, else data.val), as pseudo-label --labels
+    labels: Any = None
+    examples: int = checked(4, check=at_least(0))  # colour-coded examples drawn per round
 
 
 @dataclass
@@ -104,7 +120,8 @@ class StudentStage(RunStage):
     stream: str = "target"
     # teacher: start from the previous round's model; scratch: from the config's init
     init: str = checked("teacher", check=one_of("teacher", "scratch"))
-    real_share: list[float] = field(default_factory=list)  # per round; last repeats; [] = config's
+    # per round; last repeats; [] = config's
+    real_share: list[float] = checked(check=REAL_SHARES, factory=list)
 
 
 @dataclass
@@ -134,9 +151,14 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     mine = [o for o in overrides or [] if o.split("=", 1)[0].split(".")[0] in own]
     stages = [o for o in overrides or [] if o not in mine]
     layers = [data, OmegaConf.from_dotlist(mine)] if mine else [data]
-    cfg = merge_into_schema(PipelineConfig(), *layers, origin=str(file))
+    keys = tuple(o.split("=", 1)[0].strip() for o in mine)
+    cfg = merge_into_schema(PipelineConfig(), *layers, origin=str(file), overridden=keys)
     cfg.pipeline.overrides = [*cfg.pipeline.overrides, *stages]
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def per_round(values: list[float], r: int) -> float | None:
@@ -163,15 +185,23 @@ class Pipeline:
     def _marker(self, stage: str) -> Path:
         return self.dir / stage / "stage.json"
 
-    def _begin(self, stage: str, digest: str, resolved: Any) -> dict[str, Any] | None:
-        """The cached result if ``stage`` is done with this digest; else prepare to (re)run it."""
+    def _begin(
+        self, stage: str, digest: str, resolved: Any, legacy: str = ""
+    ) -> dict[str, Any] | None:
+        """The cached result if ``stage`` is done with this digest; else prepare to (re)run it.
+
+        Digests leave the pipeline's own directory out (`segshift.pipeline.portable`), so a
+        copied or renamed pipeline reuses its stages; ``legacy``: the digest of a stage
+        recorded before that (with absolute paths), accepted too."""
         marker = self._marker(stage)
         if marker.is_file():
             record = json.loads(marker.read_text())
-            if record["digest"] == digest and record.get("done"):
+            if record["digest"] in (digest, legacy) and record.get("done"):
                 print(f"[pipeline] {stage}: done, cached ({marker.parent})")
-                return record["result"]
-            if record["digest"] != digest:
+                if record["digest"] != digest:  # recorded portably from now on
+                    self._record(stage, digest, resolved, done=True, result=record["result"])
+                return relocated(record["result"], self.dir)
+            if record["digest"] not in (digest, legacy):
                 changed = config_diff(record.get("config"), resolved)[:8] or ["its inputs"]
                 stale = self.dir / "stale" / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
                 stale.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +219,7 @@ class Pipeline:
         return None
 
     def _record(self, stage: str, digest: str, resolved: Any, done: bool, result: Any) -> None:
+        result = portable(result, self.dir)
         record = {"digest": digest, "done": done, "config": resolved, "result": result}
         atomic_write_bytes(self._marker(stage), json.dumps(record, indent=1, default=str).encode())
 
@@ -199,8 +230,11 @@ class Pipeline:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         for key in INVOCATION_KEYS:  # how this invocation runs, not what the stage is
             resolved["train"].pop(key, None)
-        digest = _digest([resolved, [self.results[u]["digest"] for u in upstream]])
-        cached = self._begin(stage, digest, resolved)
+        ups = [self.results[u]["digest"] for u in upstream]
+        legacy = _digest([resolved, [self.results[u].get("legacy", "") for u in upstream]])
+        resolved = portable(resolved, self.dir)
+        digest = _digest([resolved, ups])
+        cached = self._begin(stage, digest, resolved, legacy)
         if cached is None:
             print(f"\n[pipeline] === {stage}: training {cfg.method.name} ===")
             trainer = Trainer(cfg)
@@ -217,9 +251,10 @@ class Pipeline:
                 "miou": metrics.get("miou"),
                 "iou": [float(x) for x in metrics.get("iou", [])],
                 "pixel_accuracy": metrics.get("pixel_accuracy"),
+                "val_classes": val_classes(metrics),  # summary.md: one class set
             }
             self._record(stage, digest, resolved, done=True, result=cached)
-        self.results[stage] = {**cached, "digest": digest}
+        self.results[stage] = {**cached, "digest": digest, "legacy": legacy}
         return cached
 
     def _run_config(self, run: Any, stage: str, extra: list[str] = ()) -> DictConfig:
@@ -248,18 +283,16 @@ class Pipeline:
             "selection": vars(selection),
             "flip": spec.flip,
             "scales": list(spec.scales),
-            "labels": OmegaConf.to_container(spec.labels) if spec.labels else None,
+            "labels": _plain(spec.labels),
         }
+        legacy = _digest([resolved, self.results[teacher].get("legacy", "")])
+        resolved = portable(resolved, self.dir)
         digest = _digest([resolved, self.results[teacher]["digest"]])
-        cached = self._begin(stage, digest, resolved)
+        cached = self._begin(stage, digest, resolved, legacy)
         if cached is None:
             print(f"\n[pipeline] === {stage}: {teacher} labels {spec.stream} ({spec.rule}) ===")
             out = self.dir / stage
-            labels = None
-            if spec.labels is not None:
-                labels = merge_into_schema(
-                    DatasetConfig(), spec.labels, origin="pipeline.pseudo_label.labels"
-                )
+            labels = label_node(spec.labels, spec.stream, "pipeline.pseudo_label.labels")
             report = generate_pseudo_labels(
                 self.dir / teacher,
                 data,
@@ -275,7 +308,7 @@ class Pipeline:
             draw_pseudo_examples(out, labels, spec.examples)
             cached = {"kind": "pseudo", "dir": str(out), "teacher": teacher, "report": report}
             self._record(stage, digest, resolved, done=True, result=cached)
-        self.results[stage] = {**cached, "digest": digest}
+        self.results[stage] = {**cached, "digest": digest, "legacy": legacy}
         return cached
 
     def _student_config(self, r: int, previous: str, source: DictConfig) -> DictConfig:
@@ -304,15 +337,10 @@ class Pipeline:
     def _apply_share(self, cfg: DictConfig, real: str, share: float) -> None:
         """Give the pseudo-labeled stream ``share`` of the student's total batch; the other
         streams split the rest in proportion to their configured batch sizes."""
-        if not 0.0 <= share <= 1.0:
-            raise ConfigError(f"pipeline.student.real_share: {share} is not in [0, 1]")
-        names = list(cfg.method.params.get("streams") or [])
-        if cfg.method.name != "supervised" or real not in names or len(names) < 2:
-            raise ConfigError(
-                "pipeline.student.real_share needs a `supervised` student whose method.params."
-                f"streams name the pseudo-labeled stream '{real}' and at least one other; "
-                f"{cfg.method.name} has streams {names or 'unset'}"
-            )
+        problem = share_problem(cfg, real)  # also checked at start-up (check_stages)
+        if problem:
+            raise ConfigError(problem)
+        names = list(cfg.method.params.streams)
         sizes = {name: int(cfg.data.streams[name].batch_size) for name in names}
         total, others = sum(sizes.values()), [n for n in names if n != real]
         rest = total - round(total * share)
@@ -332,18 +360,15 @@ class Pipeline:
         """Run every stage not done yet; return the summary (also written to disk)."""
         from segshift.pipeline.report import class_names, write_summary
 
+        teacher_cfg = check_stages(self)  # every stage's config, before anything trains
+        stream = self.spec.pseudo_label.stream
+        if self.spec.rounds > 0:
+            label_node(self.spec.pseudo_label.labels, stream, "pipeline.pseudo_label.labels")
         self.dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.cfg, self.dir / "pipeline.yaml")
         for name, run in self.spec.baselines.items():
             self._train(f"baseline_{name}", self._run_config(run, f"baseline_{name}"), [])
             write_summary(self.dir, self.results, self.cfg)
-        teacher_cfg = self._run_config(self.spec.teacher, "teacher")
-        stream = self.spec.pseudo_label.stream
-        if stream not in teacher_cfg.data.streams:
-            raise ConfigError(
-                f"pipeline.pseudo_label.stream: '{stream}' is not a stream of "
-                f"{self.spec.teacher.config} (its streams: {', '.join(teacher_cfg.data.streams)})"
-            )
         # resolved here: the stream may interpolate other keys (uda/joint's n_labeled)
         real = OmegaConf.create(
             OmegaConf.to_container(teacher_cfg.data.streams[stream], resolve=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from segshift.data.io import IMAGE_SUFFIXES, list_images, read_image, read_mask
-from segshift.data.label_space import LabelSpace
+from segshift.data.io import IMAGE_SUFFIXES, list_images, read_image
 from segshift.engine.restore import load_trained
 from segshift.errors import DataError
 from segshift.evaluation import (
@@ -21,6 +21,7 @@ from segshift.evaluation import (
     write_legend,
     write_png,
 )
+from segshift.pipeline.truth import TruthReader
 from segshift.transforms import build_transform
 
 
@@ -77,6 +78,16 @@ def output_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
+def sample_names(files: Sequence[Any]) -> list[str]:
+    """A distinct name per dataset sample (``SampleFiles``): its own name, or where parts of a
+    concatenation share one (KITTI's ``training/000000_10`` and ``testing/000000_10``), the
+    :func:`output_names` of all the images (``training_000000_10``, ...)."""
+    names = [sample.name for sample in files]
+    if len(set(names)) == len(names):
+        return names
+    return output_names([sample.image for sample in files])
+
+
 def find_mask(directory: Path, stem: str) -> Path:
     """``directory/<stem>.png`` (or another image suffix); a DataError naming it if missing."""
     for suffix in IMAGE_SUFFIXES:
@@ -86,35 +97,13 @@ def find_mask(directory: Path, stem: str) -> Path:
     raise DataError(f"--masks: no mask for {stem} in {directory} (expected {stem}.png)")
 
 
-def read_truth(path: Path, space: LabelSpace, size: tuple[int, int]) -> np.ndarray:
-    """A ground-truth mask as train ids (H, W) uint8: an index PNG of train ids (255 = ignore;
-    what predict writes in ``masks/``) or colours of the legend (black = ignore)."""
-    mask = read_mask(path, "auto")
-    truth = space.decode_rgb(mask, path) if mask.ndim == 3 else space.check_train_ids(mask, path)
-    if truth.shape != size:
-        raise DataError(
-            f"{path}: mask size {truth.shape[1]}x{truth.shape[0]} does not match its image's "
-            f"{size[1]}x{size[0]} (width x height)"
-        )
-    return truth
-
-
-def _truth_space(label_space: dict) -> LabelSpace:
-    """The checkpoint's classes and colours; black is ignore unless it is a class's colour."""
-    palette = [tuple(int(c) for c in colour) for colour in label_space["palette"]]
-    names = tuple(label_space["class_names"])
-    void = () if (0, 0, 0) in palette else ((0, 0, 0),)
-    return LabelSpace(
-        "predict", names, palette, {i: i for i in range(len(names))}, void_colors=void
-    )
-
-
 def predict_images(
     inputs: Sequence[str | Path],
     checkpoint: str | Path,
     out: str | Path,
     overrides: list[str] | None = None,
     masks: str | Path | None = None,
+    masks_as_data: bool = True,
 ) -> list[Path]:
     """Write per image ``<name>_color.png``, ``<name>_overlay.png`` and ``masks/<name>.png``,
     and ``legend.json`` + ``legend.png``, into ``out``; return the paths written.
@@ -122,7 +111,9 @@ def predict_images(
     ``masks/<name>.png`` holds the predicted train ids (uint8, one channel): a folder dataset's
     mask directory, for the next tool or a training run. The legend lists each id's class name
     and colour. With ``masks`` (a directory of ground-truth masks named like the images, see
-    :func:`read_truth`) also ``<name>_panel.png``: image | ground truth | prediction.
+    `segshift.pipeline.truth.TruthReader`: as the run's data.val reads its masks, or with
+    ``masks_as_data=False`` train ids / legend colours) also ``<name>_panel.png``: image |
+    ground truth | prediction. Every mask is found and read before anything is written.
 
     ``checkpoint``: a run directory, a checkpoint file, an ``export/`` directory or its
     ``model.safetensors``. Images are resized to the validation resize of the run's config (if
@@ -142,8 +133,15 @@ def predict_images(
     )
     out = Path(out)
     files = gather_images(inputs)
-    if masks is not None and not Path(masks).is_dir():
-        raise DataError(f"--masks: no such directory: {masks}")
+    truths: dict[Path, Path] = {}
+    if masks is not None:
+        if not Path(masks).is_dir():
+            raise DataError(f"--masks: no such directory: {masks}")
+        reader = TruthReader(cfg, label_space, as_data=masks_as_data)
+        print(f"--masks: reading {masks} {reader.how}")
+        for path in files:  # every mask checked before the first output is written
+            truths[path] = find_mask(Path(masks), path.stem)
+            reader.read(truths[path], path)
     palette = label_space["palette"]
     written = list(write_legend(out, label_space["class_names"], palette))
     for path, name in zip(files, output_names(files), strict=True):
@@ -164,9 +162,7 @@ def predict_images(
         written.extend(save_prediction(out / name, image, pred, palette))
         written.append(write_png(out / "masks" / f"{name}.png", pred))
         if masks is not None:
-            truth = read_truth(
-                find_mask(Path(masks), path.stem), _truth_space(label_space), pred.shape
-            )
+            truth = reader.read(truths[path], path)
             sides = [image, colorize(truth, palette), colorize(pred, palette)]
             written.append(write_png(out / f"{name}_panel.png", panel(sides)))
     return written

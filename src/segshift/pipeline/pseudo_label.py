@@ -70,10 +70,12 @@ from segshift.config import (
 )
 from segshift.data import build_dataset
 from segshift.data.base import SegDataset
+from segshift.data.io import image_size
 from segshift.engine.restore import find_checkpoint, load_trained
 from segshift.errors import ConfigError, DataError
 from segshift.evaluation import ConfusionMatrix, predict
 from segshift.fileio import atomic_write, atomic_write_bytes
+from segshift.pipeline.predict import sample_names
 
 RULES = ("threshold", "cbst", "uncertainty", "none")
 TOP_K = 3  # classes stored per pixel
@@ -188,11 +190,6 @@ def _top_k(probs: torch.Tensor, prefix: str = "") -> dict[str, np.ndarray]:
     return {f"{prefix}classes": classes.cpu().numpy().astype(np.uint8), f"{prefix}probs": quantised}
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:  # reads the header only
-        return image.height, image.width
-
-
 def _predict_missing(
     model: nn.Module, dataset: SegDataset, pred_dir: Path, num_classes: int, options: dict
 ) -> None:
@@ -201,8 +198,8 @@ def _predict_missing(
     ``num_workers``, ``progress``."""
     groups: dict[tuple[int, int], list[int]] = {}  # one batch holds images of one size
     for index, sample in enumerate(dataset.files):
-        if not (pred_dir / f"{sample.name}.npz").is_file():
-            groups.setdefault(_image_size(sample.image), []).append(index)
+        if not (pred_dir / f"{options['names'][index]}.npz").is_file():
+            groups.setdefault(image_size(sample.image), []).append(index)
     step = options["batch_size"]
     batches = [ids[i : i + step] for ids in groups.values() for i in range(0, len(ids), step)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=options["num_workers"])
@@ -222,9 +219,9 @@ def _predict_missing(
             stride=tuple(ev.stride) if ev.stride else None,
             flip=options["flip"],
             scales=tuple(options["scales"]),
-            output_size=_image_size(dataset.files[ids[0]].image),
+            output_size=image_size(dataset.files[ids[0]].image),
         )
-        for j, name in enumerate(batch["name"]):
+        for j, name in enumerate(options["names"][int(i)] for i in batch["index"]):
             arrays = _top_k(probs[j])
             if with_aux:
                 main, aux = probs[j].clamp_min(1e-12), probs[2 * n + j].clamp_min(1e-12)
@@ -517,10 +514,7 @@ def generate_pseudo_labels(
     cfg, method, label_space = load_trained(checkpoint)
     names, palette = list(label_space["class_names"]), label_space["palette"]
     dataset = build_dataset(merge_into_schema(node, {"labeled": False}), train=False)
-    seen: dict[str, Path] = {}
-    for sample in dataset.files:
-        if seen.setdefault(sample.name, sample.image) != sample.image:
-            raise DataError(f"two images named {sample.name}: {seen[sample.name]}, {sample.image}")
+    names_out = sample_names(dataset.files)  # <folder>_<name> where parts share a name
     data_key = {key: node[key] for key in DATA_KEYS}
     data_key |= {"root": str(Path(node.root).expanduser().resolve()), "options": node.options}
     predictions = {
@@ -541,8 +535,8 @@ def generate_pseudo_labels(
     }
     _start(out, manifest, names, palette)
     (out / "images").mkdir(exist_ok=True)
-    for sample in dataset.files:
-        _link_image(sample.image, out / "images" / sample.image.name)
+    for sample, name in zip(dataset.files, names_out, strict=True):
+        _link_image(sample.image, out / "images" / f"{name}{sample.image.suffix}")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = method.eval_model().to(device).eval()
@@ -563,25 +557,26 @@ def generate_pseudo_labels(
         "batch_size": batch_size,
         "num_workers": num_workers,
         "progress": progress,
+        "names": names_out,
     }
     _predict_missing(model, dataset, out / "predictions", len(names), options)
 
-    files = [out / "predictions" / f"{sample.name}.npz" for sample in dataset.files]
+    files = [out / "predictions" / f"{name}.npz" for name in names_out]
     thresholds = dataset_thresholds(files, selection, len(names))
     gt = _ground_truth(node, label_data, names)
-    gt_index = {sample.name: i for i, sample in enumerate(gt.files)} if gt else {}
+    gt_index = {name: i for i, name in enumerate(sample_names(gt.files))} if gt else {}
     report, head = QualityReport(names), "fused_" if selection.label_head == "fused" else ""
-    for sample, path in tqdm(
-        list(zip(dataset.files, files, strict=True)), desc="select", disable=not progress
+    for sample, name, path in tqdm(
+        list(zip(dataset.files, names_out, files, strict=True)), desc="select", disable=not progress
     ):
         stored = _load(path)
         label, confidence = select_labels(stored, selection, thresholds)
-        _write_png(out / "masks" / f"{sample.name}.png", label, palette)
-        _write_png(out / "confidence" / f"{sample.name}.png", confidence)
-        target = gt.load_label(gt_index[sample.name]) if sample.name in gt_index else None
+        _write_png(out / "masks" / f"{name}.png", label, palette)
+        _write_png(out / "confidence" / f"{name}.png", confidence)
+        target = gt.load_label(gt_index[name]) if name in gt_index else None
         if target is not None and target.shape != label.shape:
             raise DataError(
-                f"{gt.files[gt_index[sample.name]].mask}: mask size {target.shape} differs from "
+                f"{gt.files[gt_index[name]].mask}: mask size {target.shape} differs from "
                 f"image {sample.image} size {label.shape} (H, W)"
             )
         report.update(label, stored[f"{head}classes"][0], target)

@@ -36,6 +36,38 @@ def _pseudo_numbers(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def val_classes(metrics: dict[str, Any]) -> list[int] | None:
+    """The class ids present in the validation labels of an evaluation (None if unknown)."""
+    matrix = metrics.get("confusion_matrix")
+    if matrix is None:
+        return None
+    return [int(c) for c in (matrix.sum(dim=1) > 0).nonzero().flatten().tolist()]
+
+
+def _valid(value: Any) -> bool:
+    return value is not None and value == value  # not None, not NaN
+
+
+def shared_classes(results: dict[str, dict[str, Any]]) -> list[int] | None:
+    """The one class set every trained stage is compared over: the classes present in the
+    validation labels (recorded per stage), else those with an IoU in every stage."""
+    trained = [r for r in results.values() if r.get("kind") == "train" and r.get("iou")]
+    recorded = [set(r["val_classes"]) for r in trained if r.get("val_classes") is not None]
+    if recorded:
+        return sorted(set().union(*recorded))
+    if not trained:
+        return None
+    n = min(len(r["iou"]) for r in trained)
+    return [c for c in range(n) if all(_valid(r["iou"][c]) for r in trained)]
+
+
+def common_miou(result: dict[str, Any], classes: list[int] | None) -> float | None:
+    """A stage's mean IoU over ``classes`` (its own mIoU when they are not known)."""
+    iou = result.get("iou") or []
+    values = [iou[c] for c in classes or [] if c < len(iou) and _valid(iou[c])]
+    return float(np.mean(values)) if values else result.get("miou")
+
+
 def class_names(results: dict[str, dict[str, Any]]) -> list[str]:
     """The class names of the trained stages (from a run's export)."""
     for result in results.values():
@@ -50,10 +82,13 @@ def write_summary(
     directory: Path, results: dict[str, dict[str, Any]], cfg: DictConfig, final: bool = False
 ) -> dict[str, Any]:
     """Write summary.md/.csv/.png for the stages in ``results``; return the table rows."""
-    rows = []
+    rows, classes = [], shared_classes(results)
     for stage, result in results.items():
         if result.get("kind") == "train":
-            rows.append({"stage": stage, "what": result["method"], "miou": result["miou"]})
+            miou = common_miou(result, classes)
+            rows.append(
+                {"stage": stage, "what": result["method"], "miou": miou, "miou_run": result["miou"]}
+            )
         else:
             numbers = _pseudo_numbers(result)
             rows.append(
@@ -78,6 +113,12 @@ def write_summary(
             f"{_pct(row.get('pseudo_miou'))} | {_pct(row.get('pseudo_pixel_accuracy'))} | "
             f"{_pct(row.get('coverage'))} |"
         )
+    if classes is not None and any(r.get("miou") is not None for r in rows):
+        lines += [
+            "",
+            f"mIoU: over the same {len(classes)} classes for every stage, those in the "
+            "validation labels (miou_run in summary.csv: each run's own mIoU)",
+        ]
     trained = [(s, r) for s, r in results.items() if r.get("kind") == "train" and r.get("iou")]
     if names and trained:
         lines += ["", "Per-class IoU (%):", "", "| stage | " + " | ".join(names) + " |"]
@@ -92,18 +133,21 @@ def write_summary(
 
     buffer = io.StringIO()
     fields = ["stage", "what", "miou", "pseudo_miou", "pseudo_pixel_accuracy", "coverage"]
+    fields.append("miou_run")
     writer = csv.DictWriter(buffer, fieldnames=fields + [f"iou_{n}" for n in names])
     writer.writeheader()
     for row in rows:
         iou = results[row["stage"]].get("iou") or []
         writer.writerow({**row, **{f"iou_{n}": v for n, v in zip(names, iou, strict=False)}})
     atomic_write_bytes(directory / "summary.csv", buffer.getvalue().encode())
-    _plot(directory / "summary.png", results, cfg.name)
+    _plot(directory / "summary.png", results, cfg.name, classes)
     print("\n".join(lines))
     return {"rows": rows}
 
 
-def _plot(path: Path, results: dict[str, dict[str, Any]], title: str) -> None:
+def _plot(
+    path: Path, results: dict[str, dict[str, Any]], title: str, classes: list[int] | None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +157,7 @@ def _plot(path: Path, results: dict[str, dict[str, Any]], title: str) -> None:
     for stage, result in results.items():
         if stage == "teacher" or stage.startswith("student_"):
             rounds.append(0 if stage == "teacher" else int(stage.split("_")[1]))
-            mious.append(100 * result["miou"])
+            mious.append(100 * common_miou(result, classes))
         elif stage.startswith("pseudo_") and _pseudo_numbers(result)["miou"] is not None:
             pseudo_rounds.append(int(stage.split("_")[1]))
             pseudo_mious.append(100 * _pseudo_numbers(result)["miou"])
@@ -125,8 +169,9 @@ def _plot(path: Path, results: dict[str, dict[str, Any]], title: str) -> None:
         ax.plot(pseudo_rounds, pseudo_mious, "s--", label="pseudo-labels (kept pixels)")
     for stage, result in results.items():
         if stage.startswith("baseline_"):
-            ax.axhline(100 * result["miou"], ls=":", color="gray")
-            ax.annotate(stage[9:], (0, 100 * result["miou"]), fontsize=8, color="gray")
+            miou = 100 * common_miou(result, classes)
+            ax.axhline(miou, ls=":", color="gray")
+            ax.annotate(stage[9:], (0, miou), fontsize=8, color="gray")
     ax.set(xlabel="round", ylabel="mIoU (%)", title=title)
     if rounds or pseudo_rounds:
         ax.legend(loc="best", fontsize=8)
@@ -147,6 +192,7 @@ def draw_pseudo_examples(out: Path, labels: Any = None, count: int = 4) -> Path 
     from segshift.config import DatasetConfig, merge_into_schema
     from segshift.data import build_dataset
     from segshift.evaluation.visualise import colorize
+    from segshift.pipeline.predict import sample_names
     from segshift.pipeline.pseudo_label import pseudo_dataset
 
     if count <= 0:
@@ -156,7 +202,7 @@ def draw_pseudo_examples(out: Path, labels: Any = None, count: int = 4) -> Path 
     truth = {}
     if labels is not None:
         gt = build_dataset(labels, train=False)
-        truth = {sample.name: i for i, sample in enumerate(gt.files)}
+        truth = {name: i for i, name in enumerate(sample_names(gt.files))}
     samples = dataset.files[:count]
     columns = 3 if truth else 2
     fig, axes = plt.subplots(len(samples), columns, figsize=(3 * columns, 2.2 * len(samples)))

@@ -98,8 +98,6 @@ def _photometric(x: torch.Tensor, name: str, value: float) -> torch.Tensor:
     plain = {"AutoContrast": TF.autocontrast, "Equalize": TF.equalize, "Invert": TF.invert}
     if name in plain:
         return plain[name](x)
-    if name == "Identity":
-        return x
     raise ValueError(f"unknown AutoAugment op {name!r}")
 
 

@@ -95,9 +95,8 @@ class AdaptSegNet(MultiLevelMethod):
 
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
-        feat = self.classdist is not None
-        out_s = self.model(source["image"], return_feat=feat)
-        out_t = self.model(target["image"], return_feat=feat)
+        out_s = self.model(source["image"], **self.feature_kwargs)
+        out_t = self.model(target["image"], **self.feature_kwargs)
         seg, metrics = self.source_loss(out_s, source["label"])
         levels, align = tuple(self.adv_weights), self.model.align_corners
         p_s = level_probabilities(out_s, source["image"].shape[-2:], levels, align_corners=align)

@@ -18,9 +18,9 @@ returns the generators, and ``visualise`` draws sample grids from fixed images o
 
 Extra losses on features: a method whose ``Params`` has ``classdist``
 (``common.classdist.ClassDistParams``) calls ``build_classdist(model)`` once, runs its forward
-passes with ``return_feat=self.classdist is not None``, hands the images' features and
-(pseudo-)labels to ``add_classdist(losses, *views)`` and trains ``feature_heads()`` with its
-segmenter; all three do nothing while ``classdist.weight`` is 0.
+passes with ``**self.feature_kwargs``, hands the images' features and (pseudo-)labels to
+``add_classdist(losses, *views)`` and trains ``feature_heads()`` with its segmenter; while
+``classdist.weight`` is 0 these add nothing (no keyword, no loss, no head, no state).
 """
 
 from __future__ import annotations
@@ -72,6 +72,12 @@ class Method(nn.Module):
             self.classdist = ClassDist(
                 params, model.feat_channels, self.num_classes, self.ignore_index
             )
+
+    @property
+    def feature_kwargs(self) -> dict[str, bool]:
+        """Keyword arguments of the model passes whose features ``add_classdist`` reads:
+        ``{"return_feat": True}`` with the contrast on, else none (the plain forward call)."""
+        return {"return_feat": True} if self.classdist is not None else {}
 
     def feature_heads(self) -> tuple[nn.Module, ...]:
         """The heads this method adds on its model's features (trained in the head group)."""

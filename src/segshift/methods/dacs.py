@@ -106,7 +106,7 @@ class Dacs(Method):
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
         params, align = self.params, self.model.align_corners
-        source_out = self.model(source["image"], return_feat=self.classdist is not None)
+        source_out = self.model(source["image"], **self.feature_kwargs)
         source_logits = source_out["out"]
         source_loss = cross_entropy(
             source_logits, source["label"], self.ignore_index, align_corners=align

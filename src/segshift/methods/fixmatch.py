@@ -86,9 +86,7 @@ class FixMatch(Method):
         mix_targets = eval_mode_targets(self.model, batch["unlabeled_mix"], align)
 
         n_labeled = len(labeled["image"])
-        outputs = self.model(
-            torch.cat((labeled["image"], weak)), return_feat=self.classdist is not None
-        )
+        outputs = self.model(torch.cat((labeled["image"], weak)), **self.feature_kwargs)
         pred_x, pred_w = outputs["out"][:n_labeled], outputs["out"][n_labeled:]
         targets = Targets.from_logits(pred_w, size, valid_mask(batch["unlabeled"]), align)
 

@@ -93,7 +93,7 @@ class Supervised(Method):
 
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         data = batch[self.streams[0]] if len(self.streams) == 1 else self._concat(batch)
-        outputs = self.model(data["image"], return_feat=self.classdist is not None)
+        outputs = self.model(data["image"], **self.feature_kwargs)
         ce = self._loss(outputs["out"], data["label"])
         losses = {"loss": ce, "ce": ce.detach()}
         if "aux" in outputs and self.params.aux_weight > 0:

@@ -102,7 +102,7 @@ class UniMatch(Method):
             both = self.model(
                 torch.cat((labeled["image"], weak)),
                 perturb=channel_dropout(p.fp_dropout, keep_clean=True),
-                return_feat=self.classdist is not None,
+                **self.feature_kwargs,
             )
         clean, perturbed = both["out"].chunk(2)
         pred_x, pred_w = clean[:n_labeled], clean[n_labeled:]

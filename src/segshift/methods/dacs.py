@@ -36,7 +36,8 @@ CutMix ablation (one box of half the image).
 
 ``classdist`` (``common/classdist.py``) adds the class-distribution contrast on the source images
 (their labels) and the target images (the teacher's pseudo-labels at ``classdist.confidence``);
-the student then also sees the clean target batch, one more forward and backward pass per step.
+the student then also sees the clean target batch, one more forward and backward pass per step
+(its BatchNorm statistics follow target batches too).
 
 Example config::
 

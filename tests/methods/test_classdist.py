@@ -24,7 +24,7 @@ from segshift.methods.common.classdist import (
     soft_supcon_loss,
 )
 from segshift.methods.common.distributed import gather_rows
-from segshift.methods.dacs import DacsParams
+from segshift.methods.dacs import Dacs, DacsParams
 from segshift.methods.supervised import SupervisedParams
 
 KINDS = ("cosine", "js", "jaccard")
@@ -94,6 +94,15 @@ def test_soft_supcon_by_hand() -> None:
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     none = soft_supcon_loss(anchors, keys, torch.zeros(1, 4), exclude, 0.5)
     assert none.item() == 0.0
+
+
+def test_an_anchor_without_keys_gives_zero_and_finite_gradients() -> None:
+    z = torch.nn.Parameter(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    exclude = torch.tensor([[True, True], [False, True]])  # image 0 alone, image 1 sees 0
+    loss = soft_supcon_loss(z, z, torch.ones(2, 2), exclude, 0.1)
+    loss.backward()
+    assert loss.item() == 0.0  # image 1's only key is its positive: log 1
+    assert torch.isfinite(z.grad).all()
 
 
 def test_loss_falls_as_similar_images_move_together() -> None:
@@ -214,3 +223,38 @@ def test_queue_survives_an_exact_resume(tiny_config, tmp_path) -> None:
     assert queue.embeddings.abs().sum() > 0
     logged = [r for r in read_log(straight.run_dir) if r["kind"] == "train"]
     assert all("classdist" in r for r in logged) and logged[-1]["classdist"] > 0
+
+
+class ConfidentTop(torch.nn.Module):
+    """A teacher predicting class 1 everywhere, confidently on the top ``rows`` rows only."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = torch.zeros(len(images), 5, *images.shape[-2:])
+        logits[:, 1] = 0.1
+        logits[:, 1, : self.rows] = 20.0
+        return {"out": logits}
+
+
+@pytest.mark.parametrize(("rows", "kept"), [(0, 0.5), (4, 1.0)])
+def test_dacs_counts_only_the_teachers_confident_pixels(tiny_config, rows, kept) -> None:
+    cfg = tiny_config("method.name=dacs", *CLASSDIST, "method.params.classdist.queue=8")
+    method = Dacs(cfg, num_classes=5)
+    method.teacher = ConfidentTop(rows)
+    g = torch.Generator().manual_seed(1)
+    label = torch.randint(0, 5, (2, 16, 16), generator=g)
+    label[:, ::2] = 255
+    batch = {
+        "source": {"image": torch.rand(2, 3, 16, 16, generator=g), "label": label},
+        "target": {"image": torch.rand(2, 3, 16, 16, generator=g)},
+    }
+    out = method.training_step(batch, step=0)
+    assert out["classdist_kept"].item() == kept
+    queue = method.classdist.queue
+    assert int(queue.count) == 4 * kept
+    if rows:  # the target images: the confident top rows, all class 1
+        assert queue.histograms[2:4].tolist() == [[0.0, 1.0, 0.0, 0.0, 0.0]] * 2
+    assert torch.allclose(queue.histograms[:2], class_histograms(label, 5) / 128)

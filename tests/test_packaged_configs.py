@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import segshift.engine.trainer as trainer_module
-from helpers import TINY_METHOD_PARAMS
+from helpers import TINY_METHOD_PARAMS, read_log
 from segshift.config import is_pipeline_config, load_config, packaged_configs
 from segshift.engine.trainer import Trainer
 
@@ -97,6 +97,9 @@ def test_packaged_config_trains_two_steps(
     trainer = Trainer(load_config(name, shrink(cfg, dataset_roots, tmp_path / "runs")))
     metrics = trainer.fit()
     samples = sorted(p.name for p in (trainer.run_dir / "samples").glob("*.png"))
+    if cfg.method.params.get("classdist", {}).get("weight", 0) > 0:  # every step adds the term
+        logged = [r for r in read_log(trainer.run_dir) if r["kind"] == "train"]
+        assert logged and all("classdist" in r for r in logged), name
     shutil.rmtree(tmp_path / "runs")  # GPU recipes write checkpoints of up to ~1 GB each
     assert trainer.step == 2
     if name.startswith("recipes/"):

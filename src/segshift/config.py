@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -649,6 +650,16 @@ def check_required(cfg: DictConfig, skip: tuple[str, ...] = ()) -> None:
         raise ConfigError(f"missing required config value(s): {', '.join(missing)}")
 
 
+def _field_names(schema: type, path: list[str]) -> list[str]:
+    """The field names of the dataclass nested in ``schema`` at ``path`` (for did-you-mean)."""
+    for part in path:
+        hints = typing.get_type_hints(schema)
+        if not dataclasses.is_dataclass(hints.get(part)):
+            return []
+        schema = hints[part]
+    return [f.name for f in dataclasses.fields(schema)]
+
+
 def to_dataclass(params: dict[str, Any] | DictConfig, schema: type, prefix: str) -> Any:
     """Validate a free-form ``params`` mapping against a dataclass schema (e.g. a method's)."""
     raw = OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else params
@@ -658,7 +669,7 @@ def to_dataclass(params: dict[str, Any] | DictConfig, schema: type, prefix: str)
         key = f"{prefix}.{getattr(err, 'full_key', '')}".rstrip(".")
         leaf = key.split(".")[-1]
         if "Key" in type(err).__name__:
-            names = [f.name for f in dataclasses.fields(schema)]
+            names = _field_names(schema, getattr(err, "full_key", "").split(".")[:-1])
             raise ConfigError(f"unknown config key '{key}'{did_you_mean(leaf, names)}") from None
         raise ConfigError(f"bad value for config key '{key}': {str(err).splitlines()[0]}") from None
     return OmegaConf.to_object(merged)

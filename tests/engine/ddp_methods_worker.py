@@ -1,7 +1,9 @@
 """Run under torchrun by test_distributed.py: trains each method named on the command line for
 two steps on 2 gloo processes, one after the other in the same process group, so that the
 registry costs one launch instead of one per method. Each finished method leaves
-``OUT/<method>/done``; a failure stops the launch (torchrun stops every rank)."""
+``OUT/<method>/done``; a failure stops the launch (torchrun stops every rank). A name
+``<method>+classdist`` trains the method with the class-distribution contrast (queue of 64, every
+pseudo-labeled pixel counted) and saves each rank's queue to ``OUT/<name>/queue_<rank>.pt``."""
 
 from __future__ import annotations
 
@@ -10,18 +12,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/helpers.py
 
+import torch  # noqa: E402
+
 from helpers import every_stream, method_overrides  # noqa: E402
 from segshift.config import load_config  # noqa: E402
 from segshift.engine.trainer import Trainer  # noqa: E402
 
+CLASSDIST = [
+    "method.params.classdist.weight=0.1",
+    "method.params.classdist.queue=64",
+    "method.params.classdist.confidence=0",
+]
 
-def overrides(method: str, data: str, out: Path) -> list[str]:
+
+def overrides(name: str, data: str, out: Path) -> list[str]:
+    method, _, variant = name.partition("+")
     return [
         *method_overrides(method),
+        *(CLASSDIST if variant == "classdist" else []),
         f"data.streams.labeled.root={data}",
         f"data.val.root={data}",
         f"output_dir={out}",
-        f"name={method}",
+        f"name={name}",
         "data.num_workers=0",
         "data.streams.labeled.batch_size=2",
         "data.streams.labeled.crop_size=[32,32]",
@@ -44,7 +56,11 @@ def main() -> None:
         print(f"=== {method}", flush=True)
         trainer = Trainer(load_config("demo/oracle", overrides(method, data, Path(out))))
         trainer.fit()
-        if trainer.fabric.global_rank == 0:
+        rank = trainer.fabric.global_rank
+        if trainer.method.classdist is not None:
+            queue = trainer.method.classdist.queue.state_dict()
+            torch.save(queue, Path(out) / method / f"queue_{rank}.pt")
+        if rank == 0:
             (Path(out) / method / "done").write_text("ok")
         trainer.fabric.barrier()
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import segshift.methods  # noqa: F401  (registers the methods)
 from segshift.registry import METHODS
@@ -102,3 +103,20 @@ def test_every_method_trains_on_two_processes(method: str, ddp_methods) -> None:
     losses = [r["loss"] for r in log if r["kind"] == "train"]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert (out / method / "checkpoints" / "latest.pt").is_file()
+
+
+def test_classdist_gathers_every_process_into_one_queue(tmp_path, folder_factory) -> None:
+    """DACS and UniMatch with the class-distribution contrast on 2 gloo processes: after 2 steps
+    of 2 + 2 images per process both processes hold the same queue of all 16 images."""
+    data = folder_factory(tmp_path / "data", n=6)
+    out = tmp_path / "runs"
+    worker = Path(__file__).with_name("ddp_methods_worker.py")
+    names = ["dacs+classdist", "unimatch+classdist"]
+    run([*TORCHRUN, "--nproc_per_node", "2", str(worker), str(out), str(data), *names], tmp_path)
+    for name in names:
+        log = [json.loads(x) for x in (out / name / "log.jsonl").read_text().splitlines()]
+        assert [r["classdist_kept"] for r in log if r["kind"] == "train"] == [1.0, 1.0]
+        first, second = (torch.load(out / name / f"queue_{r}.pt") for r in (0, 1))
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[k], second[k]) for k in first)
+        assert int(first["count"]) == 2 * 2 * 4  # steps x processes x images per process

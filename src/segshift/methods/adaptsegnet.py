@@ -30,6 +30,9 @@ Differences from the official script:
   source graph first): more memory, same numbers.
 - A discriminator whose weight is 0 is not built (the official single-level command still trains
   D1 with weight 0, which never reaches the segmenter).
+- ``classdist`` (not in the paper; ``common/classdist.py``): the class-distribution contrast on
+  the source images (labels) and target images (the segmenter's own detached predictions at
+  ``classdist.confidence``), from the features of the same two passes.
 - The README warns that the PyTorch >= 0.4 multi-level run needed smaller weights (5e-5 / 5e-4)
   to reproduce; the defaults keep the paper's.
 
@@ -46,6 +49,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from segshift.methods.common.classdist import ClassDistParams, FeatureView
 from segshift.methods.common.multi_level import (
     MultiLevelMethod,
     check_gan_mode,
@@ -54,6 +58,7 @@ from segshift.methods.common.multi_level import (
     level_discriminators,
     level_probabilities,
 )
+from segshift.methods.common.pseudo_label import pseudo_label
 from segshift.registry import METHODS
 
 
@@ -66,6 +71,7 @@ class AdaptSegNetParams:
     lr_d: float = 1e-4  # LEARNING_RATE_D
     betas_d: list[float] = field(default_factory=lambda: [0.9, 0.99])
     ndf: int = 64
+    classdist: ClassDistParams = field(default_factory=ClassDistParams)  # off at weight 0
 
     def __post_init__(self) -> None:
         check_gan_mode(self.gan_mode)
@@ -85,11 +91,12 @@ class AdaptSegNet(MultiLevelMethod):
         self.discriminators = level_discriminators(
             tuple(self.adv_weights), num_classes, self.params.ndf
         )
+        self.build_classdist(self.model)
 
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
-        out_s = self.model(source["image"])
-        out_t = self.model(target["image"])
+        out_s = self.model(source["image"], **self.feature_kwargs)
+        out_t = self.model(target["image"], **self.feature_kwargs)
         seg, metrics = self.source_loss(out_s, source["label"])
         levels, align = tuple(self.adv_weights), self.model.align_corners
         p_s = level_probabilities(out_s, source["image"].shape[-2:], levels, align_corners=align)
@@ -97,7 +104,19 @@ class AdaptSegNet(MultiLevelMethod):
         adv, adv_metrics = level_adversarial_losses(
             self.discriminators, p_s, p_t, self.adv_weights, self.params.gan_mode
         )
-        return {"loss": seg + adv, **metrics, **adv_metrics}
+        losses = {"loss": seg + adv, **metrics, **adv_metrics}
+        if self.classdist is not None:
+            own = pseudo_label(out_t["out"], size=target["image"].shape[-2:], align_corners=align)
+            losses = self.add_classdist(
+                losses,
+                FeatureView(out_s["feat"], source["label"], source.get("domain")),
+                FeatureView(
+                    out_t["feat"],
+                    self.classdist.confident(own.label, own.confidence, target.get("valid")),
+                    target.get("domain"),
+                ),
+            )
+        return losses
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         discriminators = level_discriminator_optimizers(

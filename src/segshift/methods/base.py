@@ -15,6 +15,12 @@ An image-translation method (CycleGAN) has no segmenter: ``segments = False``, `
 returns None (the trainer skips the mIoU evaluation; ``data.val`` may be absent), ``export_model()``
 returns the generators, and ``visualise`` draws sample grids from fixed images of its
 ``sample_streams`` every ``train.eval_every`` steps and at the end.
+
+Extra losses on features: a method whose ``Params`` has ``classdist``
+(``common.classdist.ClassDistParams``) calls ``build_classdist(model)`` once, runs its forward
+passes with ``**self.feature_kwargs``, hands the images' features and (pseudo-)labels to
+``add_classdist(losses, *views)`` and trains ``feature_heads()`` with its segmenter; while
+``classdist.weight`` is 0 these add nothing (no keyword, no loss, no head, no state).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch import nn
 
 from segshift.config import to_dataclass
 from segshift.errors import ConfigError
+from segshift.methods.common.classdist import ClassDist, FeatureView
 
 
 @dataclass
@@ -55,6 +62,36 @@ class Method(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.params: Any = to_dataclass(cfg.method.params, self.Params, "method.params")
+        self.classdist: ClassDist | None = None
+
+    def build_classdist(self, model: nn.Module) -> None:
+        """The class-distribution contrast on ``model``'s decoder features, when the method's
+        ``params.classdist.weight`` is > 0 (``common/classdist.py``); otherwise nothing."""
+        params = getattr(self.params, "classdist", None)
+        if params is not None and params.weight > 0:
+            self.classdist = ClassDist(
+                params, model.feat_channels, self.num_classes, self.ignore_index
+            )
+
+    @property
+    def feature_kwargs(self) -> dict[str, bool]:
+        """Keyword arguments of the model passes whose features ``add_classdist`` reads:
+        ``{"return_feat": True}`` with the contrast on, else none (the plain forward call)."""
+        return {"return_feat": True} if self.classdist is not None else {}
+
+    def feature_heads(self) -> tuple[nn.Module, ...]:
+        """The heads this method adds on its model's features (trained in the head group)."""
+        return (self.classdist,) if self.classdist is not None else ()
+
+    def add_classdist(
+        self, losses: dict[str, torch.Tensor], *views: FeatureView
+    ) -> dict[str, torch.Tensor]:
+        """``losses`` with the class-distribution contrast of ``views`` added to ``"loss"`` and
+        its terms logged (``classdist``, ``classdist_cross``, ``classdist_kept``)."""
+        if self.classdist is None:
+            return losses
+        terms = self.classdist(views)
+        return {**losses, **terms, "loss": losses["loss"] + terms["loss"]}
 
     def stream_config(self, data_streams: Any, name: str) -> Any:
         """The config of stream ``name``: ``data.streams.<name>``, else that of the stream it

@@ -34,6 +34,11 @@ Not reproduced: the official coins for jitter and blur are shared by the two ima
 (here each image draws its own, see ``common/augment.py``). ``mix_mask: cut`` gives the paper's
 CutMix ablation (one box of half the image).
 
+``classdist`` (``common/classdist.py``) adds the class-distribution contrast on the source images
+(their labels) and the target images (the teacher's pseudo-labels at ``classdist.confidence``);
+the student then also sees the clean target batch, one more forward and backward pass per step
+(its BatchNorm statistics follow target batches too).
+
 Example config::
 
     method: {name: dacs, params: {threshold: 0.968, mix_mask: class}}
@@ -50,6 +55,7 @@ from torch import nn
 
 from segshift.methods.base import Method
 from segshift.methods.common.augment import StrongAugment, step_generator, step_seed, strong_augment
+from segshift.methods.common.classdist import ClassDistParams, FeatureView
 from segshift.methods.common.ema import ema_update, make_teacher
 from segshift.methods.common.losses import cross_entropy
 from segshift.methods.common.mixing import MIX_MASKS, mix_masks, mixed_batch
@@ -74,6 +80,7 @@ class DacsParams:
     ema_parameters_only: bool = False  # official: true (BatchNorm buffers never averaged)
     teacher_train_mode: bool = False  # official: true (teacher BN uses target-batch statistics)
     augment: StrongAugment = field(default_factory=StrongAugment)  # jitter 0.25 p 0.8, blur p 0.5
+    classdist: ClassDistParams = field(default_factory=ClassDistParams)  # off at weight 0
 
 
 @METHODS.register("dacs")
@@ -88,6 +95,7 @@ class Dacs(Method):
         self.check_choices(mix_mask=MIX_MASKS, weighting=WEIGHTINGS)
         self.model = build_model(cfg.model, num_classes)
         self.teacher = make_teacher(self.model)
+        self.build_classdist(self.model)
         self.train()
 
     def train(self, mode: bool = True) -> Dacs:
@@ -99,7 +107,8 @@ class Dacs(Method):
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         source, target = batch["source"], batch["target"]
         params, align = self.params, self.model.align_corners
-        source_logits = self.model(source["image"])["out"]
+        source_out = self.model(source["image"], **self.feature_kwargs)
+        source_logits = source_out["out"]
         source_loss = cross_entropy(
             source_logits, source["label"], self.ignore_index, align_corners=align
         )
@@ -131,15 +140,27 @@ class Dacs(Method):
             align_corners=align,
         )
 
-        return {
+        losses = {
             "loss": source_loss + mixed_loss,
             "source": source_loss.detach(),
             "mixed": mixed_loss.detach(),
             "pseudo_weight": pseudo.weight.mean(),
         }
+        if self.classdist is not None:
+            target_feat = self.model(target["image"], return_feat=True)["feat"]
+            target_label = self.classdist.confident(
+                pseudo.label, pseudo.confidence, target.get("valid")
+            )
+            losses = self.add_classdist(
+                losses,
+                FeatureView(source_out["feat"], source["label"], source.get("domain")),
+                FeatureView(target_feat, target_label, target.get("domain")),
+            )
+        return losses
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": segmenter_optimizer(self.model, self.cfg.optim)}
+        heads = self.feature_heads()
+        return {"model": segmenter_optimizer(self.model, self.cfg.optim, extra_heads=heads)}
 
     def after_step(self, step: int) -> None:
         ema_update(

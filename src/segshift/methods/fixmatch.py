@@ -15,7 +15,9 @@ over ``data.streams.unlabeled``)::
 
 Strong view: colour jitter 0.5 (hue 0.25) p 0.8, grayscale p 0.2, blur sigma U(0.1, 2) p 0.5, and
 with p 0.5 a CutMix box (UniMatch's ``obtain_cutmix_box``). tau = 0.95, the paper's threshold.
-``valid`` is False only on crop padding. L_x: CE, or OHEM with ``labeled.ohem``.
+``valid`` is False only on crop padding. L_x: CE, or OHEM with ``labeled.ohem``. ``classdist``
+adds the class-distribution contrast (``common/classdist.py``) on the clean pass's features of
+x (labels) and u_w (y_w where c_w reaches ``classdist.confidence``).
 
 Example config::
 
@@ -33,6 +35,7 @@ from torch import nn
 
 from segshift.methods.base import Method
 from segshift.methods.common.augment import StrongAugment
+from segshift.methods.common.classdist import ClassDistParams, semi_views
 from segshift.methods.common.consistency import (
     Targets,
     eval_mode_targets,
@@ -57,6 +60,7 @@ class FixMatchParams:
     weight_u: float = 1.0  # L = (L_x + weight_u * L_s) / 2
     cutmix_p: float = 0.5
     augment: StrongAugment = field(default_factory=unimatch_strong)
+    classdist: ClassDistParams = field(default_factory=ClassDistParams)  # off at weight 0
 
 
 @METHODS.register("fixmatch")
@@ -70,6 +74,7 @@ class FixMatch(Method):
         super().__init__(cfg, num_classes, ignore_index)
         self.streams = (*semi_streams(self.params.labeled), "unlabeled_mix")
         self.model = build_model(cfg.model, num_classes)
+        self.build_classdist(self.model)
 
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         p, align, seed = self.params, self.model.align_corners, self.cfg.seed
@@ -81,8 +86,8 @@ class FixMatch(Method):
         mix_targets = eval_mode_targets(self.model, batch["unlabeled_mix"], align)
 
         n_labeled = len(labeled["image"])
-        clean = self.model(torch.cat((labeled["image"], weak)))["out"]
-        pred_x, pred_w = clean[:n_labeled], clean[n_labeled:]
+        outputs = self.model(torch.cat((labeled["image"], weak)), **self.feature_kwargs)
+        pred_x, pred_w = outputs["out"][:n_labeled], outputs["out"][n_labeled:]
         targets = Targets.from_logits(pred_w, size, valid_mask(batch["unlabeled"]), align)
 
         strong, box = strong_view(weak, mix_weak, seed, step, STRONG_SALT, p.augment, p.cutmix_p)
@@ -93,15 +98,21 @@ class FixMatch(Method):
         )
         loss_s = targets.pasted(box, mix_targets).loss(pred_s, p.threshold, align)
         confident = (targets.confidence >= p.threshold) & targets.valid
-        return {
+        losses = {
             "loss": (loss_x + p.weight_u * loss_s) / 2,
             "sup": loss_x.detach(),
             "unsup": loss_s.detach(),
             "confident": confident.float().mean(),
         }
+        if self.classdist is not None:
+            pseudo = self.classdist.confident(targets.label, targets.confidence, targets.valid)
+            views = semi_views(outputs["feat"], batch, p.labeled.streams, pseudo)
+            losses = self.add_classdist(losses, *views)
+        return losses
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": segmenter_optimizer(self.model, self.cfg.optim)}
+        heads = self.feature_heads()
+        return {"model": segmenter_optimizer(self.model, self.cfg.optim, extra_heads=heads)}
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -10,7 +10,9 @@ optional student noise, ``mix_weight`` times the CE on CutMix images: a box of h
 of the first stream pasted onto the same-index image of the second, with both parts' labels
 (``mix_mask: class`` pastes half of the first image's classes instead, ClassMix). With ``multi_level`` models
 (DeepLab-v2 with the layer3 classifier, AdaptSegNet) the auxiliary output adds ``aux_weight`` times
-its own CE (AdaptSegNet's lambda_seg = 0.1).
+its own CE (AdaptSegNet's lambda_seg = 0.1). ``classdist`` adds the class-distribution contrast
+(``common/classdist.py``) on the images of every stream, their histograms from their labels
+(pseudo-labels of the loop's student: the unkept pixels are 255 and do not count).
 
 Example config::
 
@@ -19,7 +21,7 @@ Example config::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,6 +31,7 @@ from torch import nn
 from segshift.errors import ConfigError
 from segshift.methods.base import Method
 from segshift.methods.common.augment import step_generator
+from segshift.methods.common.classdist import ClassDistParams, stream_views
 from segshift.methods.common.losses import cross_entropy, ohem_cross_entropy
 from segshift.methods.common.mixing import MIX_MASKS, mix, mix_masks
 from segshift.methods.common.optim import segmenter_optimizer
@@ -49,6 +52,7 @@ class SupervisedParams:
     ohem_min_kept: int = 100_000
     aux_weight: float = 0.1
     loss_average: str = "valid"
+    classdist: ClassDistParams = field(default_factory=ClassDistParams)  # off at weight 0
 
 
 @METHODS.register("supervised")
@@ -67,6 +71,7 @@ class Supervised(Method):
                 f"[source, target]); got {list(self.streams)}"
             )
         self.model = build_model(cfg.model, num_classes)
+        self.build_classdist(self.model)
 
     def _loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.params.ohem:
@@ -88,7 +93,7 @@ class Supervised(Method):
 
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         data = batch[self.streams[0]] if len(self.streams) == 1 else self._concat(batch)
-        outputs = self.model(data["image"])
+        outputs = self.model(data["image"], **self.feature_kwargs)
         ce = self._loss(outputs["out"], data["label"])
         losses = {"loss": ce, "ce": ce.detach()}
         if "aux" in outputs and self.params.aux_weight > 0:
@@ -110,6 +115,8 @@ class Supervised(Method):
             mixed = self._loss(self.model(image)["out"], mix(mask, first["label"], second["label"]))
             losses["loss"] = losses["loss"] + self.params.mix_weight * mixed
             losses["mixed"] = mixed.detach()
+        if self.classdist is not None:
+            losses = self.add_classdist(losses, *stream_views(outputs["feat"], batch, self.streams))
         return losses
 
     def _concat(self, batch: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -125,7 +132,8 @@ class Supervised(Method):
         }
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": segmenter_optimizer(self.model, self.cfg.optim)}
+        heads = self.feature_heads()
+        return {"model": segmenter_optimizer(self.model, self.cfg.optim, extra_heads=heads)}
 
     def eval_model(self) -> nn.Module:
         return self.model

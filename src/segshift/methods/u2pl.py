@@ -86,6 +86,7 @@ from torch import nn
 from segshift.errors import ConfigError
 from segshift.methods.base import Method
 from segshift.methods.common.augment import step_generator
+from segshift.methods.common.distributed import gather_rows
 from segshift.methods.common.ema import ema_update, make_teacher
 from segshift.methods.common.losses import cross_entropy, resize_logits
 from segshift.methods.common.mixing import cutmix_masks, mix
@@ -213,19 +214,7 @@ def negative_mask(
 
 def gather_keys(keys: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The (N,D) keys and (N,) class ids of every process (rank order), under DDP."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return keys, classes
-    world = dist.get_world_size()
-    count = torch.tensor([len(keys)], device=keys.device)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
-    longest = int(max(counts))
-    rows = torch.cat([keys, classes[:, None].to(keys.dtype)], dim=1)
-    padded = rows.new_zeros(longest, rows.shape[1])
-    padded[: len(rows)] = rows
-    gathered = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    rows = torch.cat([g[: int(n)] for g, n in zip(gathered, counts)])
+    rows, _ = gather_rows(torch.cat([keys, classes[:, None].to(keys.dtype)], dim=1))
     return rows[:, :-1], rows[:, -1].long()
 
 

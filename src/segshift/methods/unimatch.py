@@ -22,7 +22,9 @@ with p 0.5 a CutMix box of area U(0.02, 0.4) and aspect U(0.3, 1/0.3) (``cutmix_
 is False only on crop padding. tau: 0.95 (Pascal, COCO, the default); Cityscapes uses 0 (the
 recipe). L_x: CE, or OHEM with ``labeled.ohem`` (Cityscapes). The strong views are made on the
 batch from the weak crop (official: in the data loader from the same crop; the same images).
-``eval_model()`` is the trained network.
+``eval_model()`` is the trained network. ``classdist`` adds the class-distribution contrast
+(``common/classdist.py``) on the clean half's features of x (labels) and u_w (y_w where c_w
+reaches ``classdist.confidence``).
 
 Example config::
 
@@ -40,6 +42,7 @@ from torch import nn
 
 from segshift.methods.base import Method
 from segshift.methods.common.augment import StrongAugment, step_seed
+from segshift.methods.common.classdist import ClassDistParams, semi_views
 from segshift.methods.common.consistency import (
     Targets,
     eval_mode_targets,
@@ -68,6 +71,7 @@ class UniMatchParams:
     fp_dropout: float = 0.5  # channel dropout of the feature-perturbation stream
     cutmix_p: float = 0.5
     augment: StrongAugment = field(default_factory=unimatch_strong)
+    classdist: ClassDistParams = field(default_factory=ClassDistParams)  # off at weight 0
 
 
 @METHODS.register("unimatch")
@@ -81,6 +85,7 @@ class UniMatch(Method):
         super().__init__(cfg, num_classes, ignore_index)
         self.streams = (*semi_streams(self.params.labeled), "unlabeled_mix")
         self.model = build_model(cfg.model, num_classes)
+        self.build_classdist(self.model)
 
     def training_step(self, batch: dict[str, dict[str, Any]], step: int) -> dict[str, torch.Tensor]:
         p, align = self.params, self.model.align_corners
@@ -97,8 +102,9 @@ class UniMatch(Method):
             both = self.model(
                 torch.cat((labeled["image"], weak)),
                 perturb=channel_dropout(p.fp_dropout, keep_clean=True),
-            )["out"]
-        clean, perturbed = both.chunk(2)
+                **self.feature_kwargs,
+            )
+        clean, perturbed = both["out"].chunk(2)
         pred_x, pred_w = clean[:n_labeled], clean[n_labeled:]
         pred_fp = perturbed[n_labeled:]
         targets = Targets.from_logits(pred_w, size, valid_mask(batch["unlabeled"]), align)
@@ -118,7 +124,7 @@ class UniMatch(Method):
         loss_fp = targets.loss(pred_fp, p.threshold, align)
         loss = (loss_x + p.weight_s1 * loss_s1 + p.weight_s2 * loss_s2 + p.weight_fp * loss_fp) / 2
         confident = (targets.confidence >= p.threshold) & targets.valid
-        return {
+        losses = {
             "loss": loss,
             "sup": loss_x.detach(),
             "s1": loss_s1.detach(),
@@ -126,9 +132,15 @@ class UniMatch(Method):
             "fp": loss_fp.detach(),
             "confident": confident.float().mean(),
         }
+        if self.classdist is not None:  # on the clean half of the features
+            pseudo = self.classdist.confident(targets.label, targets.confidence, targets.valid)
+            views = semi_views(both["feat"].chunk(2)[0], batch, p.labeled.streams, pseudo)
+            losses = self.add_classdist(losses, *views)
+        return losses
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": segmenter_optimizer(self.model, self.cfg.optim)}
+        heads = self.feature_heads()
+        return {"model": segmenter_optimizer(self.model, self.cfg.optim, extra_heads=heads)}
 
     def eval_model(self) -> nn.Module:
         return self.model

@@ -204,7 +204,8 @@ class MultiLevelMethod(Method):
         )
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"model": segmenter_optimizer(self.model, self.cfg.optim)}
+        heads = self.feature_heads()
+        return {"model": segmenter_optimizer(self.model, self.cfg.optim, extra_heads=heads)}
 
     def eval_model(self) -> nn.Module:
         return self.model

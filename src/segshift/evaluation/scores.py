@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from segshift.config import SCORE_NAMES
 
 SND_TEMPERATURE = 0.05  # Saito et al.'s T
-SND_PIXELS = 4096  # pixels sampled over the whole set (an N x N similarity matrix)
+SND_PIXELS = 2048  # pixels sampled over the whole set (an N x N similarity matrix)
 DEFAULT_ATC_THRESHOLD = 0.9
 ATC_BINS = 10_000  # resolution of the source-confidence histogram that fixes t
 SEED = 2021  # fixed draws (SND positions, MixVal classes): the same images give the same score
@@ -96,7 +96,9 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
     return float(0.5 * (p - q).abs().sum())
 
 
-def soft_neighborhood_density(features: torch.Tensor, temperature: float = SND_TEMPERATURE) -> float:
+def soft_neighborhood_density(
+    features: torch.Tensor, temperature: float = SND_TEMPERATURE
+) -> float:
     """SND of N feature vectors (N, D), N >= 3, normalised by log(N - 1) to [0, 1].
 
     Cosine similarities / ``temperature``, each vector's similarity to itself left out, a
@@ -107,7 +109,7 @@ def soft_neighborhood_density(features: torch.Tensor, temperature: float = SND_T
     n = features.shape[0]
     if n < 3:
         raise ValueError(f"SND needs at least 3 vectors, got {n}")
-    unit = F.normalize(features.double(), dim=1)
+    unit = F.normalize(features.float(), dim=1)
     similarity = unit @ unit.T / temperature
     similarity.fill_diagonal_(-math.inf)
     neighbours = similarity.softmax(dim=1)
@@ -229,7 +231,8 @@ class ClassShiftScore(Score):
 
 
 class SNDScore(Score):
-    def __init__(self, images: int, pixels: int = SND_PIXELS) -> None:
+    def __init__(self, images: int, pixels: int | None = None) -> None:
+        pixels = SND_PIXELS if pixels is None else pixels
         self.per_image = max(1, math.ceil(pixels / max(images, 1)))
         self.vectors: list[torch.Tensor] = []
         self.seen = 0

@@ -230,12 +230,25 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("--out", help="sweep directory (default: <output_dir>/sweep_<name>)")
     sweep.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
+    sweep.add_argument(
+        "--select-by",
+        metavar="last|miou|score.NAME",
+        help="also choose each run's checkpoint (a pipeline's round) and the grid point, e.g. "
+        "by a label-free score: score.entropy (README: Adaptation quality without labels)",
+    )
 
 
 def _sweep(args: argparse.Namespace) -> None:
     from segshift.pipeline.sweep import run_sweep
 
-    run_sweep(args.config, args.sets, args.overrides, out=args.out, dry_run=args.dry_run)
+    run_sweep(
+        args.config,
+        args.sets,
+        args.overrides,
+        out=args.out,
+        dry_run=args.dry_run,
+        select_by=args.select_by,
+    )
 
 
 # --- pseudo-label -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ and colour-coded pseudo-label examples.
 ``summary.md``: one row per stage (baselines, teacher, pseudo-label rounds, students) with the
 model's mIoU, or for pseudo-labels their mIoU / pixel accuracy on the kept pixels and coverage
 where ground truth exists; then the per-class IoU of every trained stage. ``summary.csv`` holds
-the same numbers; ``summary.png`` plots mIoU against the round (0 = teacher) with the
+the same numbers (with ``select_by: score.NAME`` also each model's score, and the selected
+model marked); ``summary.png`` plots mIoU against the round (0 = teacher) with the
 pseudo-labels' mIoU and the baselines as horizontal lines.
 """
 
@@ -51,9 +52,12 @@ def write_summary(
 ) -> dict[str, Any]:
     """Write summary.md/.csv/.png for the stages in ``results``; return the table rows."""
     rows = []
+    scores = sorted({k for r in results.values() for k in r if k.startswith("score.")})
     for stage, result in results.items():
         if result.get("kind") == "train":
-            rows.append({"stage": stage, "what": result["method"], "miou": result["miou"]})
+            what = result["method"] + (" (selected)" if result.get("selected") else "")
+            rows.append({"stage": stage, "what": what, "miou": result["miou"]})
+            rows[-1] |= {k: result[k] for k in scores if k in result}
         else:
             numbers = _pseudo_numbers(result)
             rows.append(
@@ -69,14 +73,16 @@ def write_summary(
     lines = [
         f"# Pipeline {cfg.name}" + ("" if final else " (in progress)"),
         "",
-        "| stage | what | mIoU | pseudo-label mIoU | pseudo-label pixel acc. | coverage |",
-        "|---|---|---|---|---|---|",
+        "| stage | what | mIoU | pseudo-label mIoU | pseudo-label pixel acc. | coverage |"
+        + "".join(f" {k} |" for k in scores),
+        "|---|---|---|---|---|---|" + "---|" * len(scores),
     ]
     for row in rows:
         lines.append(
             f"| {row['stage']} | {row['what']} | {_pct(row.get('miou'))} | "
             f"{_pct(row.get('pseudo_miou'))} | {_pct(row.get('pseudo_pixel_accuracy'))} | "
             f"{_pct(row.get('coverage'))} |"
+            + "".join(f" {row[k]:.4f} |" if k in row else " - |" for k in scores)
         )
     trained = [(s, r) for s, r in results.items() if r.get("kind") == "train" and r.get("iou")]
     if names and trained:
@@ -91,7 +97,7 @@ def write_summary(
     atomic_write_bytes(directory / "summary.md", ("\n".join(lines) + "\n").encode())
 
     buffer = io.StringIO()
-    fields = ["stage", "what", "miou", "pseudo_miou", "pseudo_pixel_accuracy", "coverage"]
+    fields = ["stage", "what", "miou", "pseudo_miou", "pseudo_pixel_accuracy", "coverage", *scores]
     writer = csv.DictWriter(buffer, fieldnames=fields + [f"iou_{n}" for n in names])
     writer.writeheader()
     for row in rows:

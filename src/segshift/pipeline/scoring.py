@@ -110,7 +110,7 @@ def score_states(
     data: str | Path | DictConfig,
     *,
     overrides: Sequence[str] = (),
-    source: str | Path | None = None,
+    source: str | Path | DictConfig | None = None,
     names: list[str] | None = None,
     batch_size: int = 4,
     max_images: int | None = None,
@@ -120,6 +120,7 @@ def score_states(
     """Score each model state on the unlabeled images of ``data`` (a dataset directory, a
     config file with ``overrides`` and its first unlabeled stream, or a dataset node).
 
+    ``source``: labeled source images (a directory or config, :func:`source_node`, or a node).
     ``names``: the scores (None: every score, ``class_shift`` only with ``source``).
     Returns the report (:func:`write_report`): ``states`` with ``checkpoint``, ``step``,
     ``scores`` and ``atc_threshold``, and per score the ``best`` state's checkpoint.
@@ -136,9 +137,10 @@ def score_states(
     if len(dataset) < 3:
         raise ConfigError(f"{node.root}: {len(dataset)} images; the scores need at least 3")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    src = (
-        _loader(source_node(source), True, max_images, batch_size, num_workers) if source else None
-    )
+    src = None
+    if source is not None:
+        labeled = source if isinstance(source, DictConfig) else source_node(source)
+        src = _loader(labeled, True, max_images, batch_size, num_workers)
     if "atc" in names and src is None:
         notes.append(f"atc without --source: threshold {DEFAULT_ATC_THRESHOLD} (not fitted)")
     report: dict[str, Any] = {

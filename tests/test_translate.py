@@ -16,6 +16,8 @@ from segshift.engine.schedules import LinearDecay
 from segshift.errors import ConfigError
 from segshift.models.cyclegan import ResnetGenerator
 
+KEYS = ("step", "kind", "time")  # of every log record
+
 
 def tiny_overrides(root, out) -> list[str]:
     streams = ("source", "target")
@@ -49,7 +51,9 @@ def test_translate_train_writes_samples_generators_and_decays(tiny_folder, tmp_p
         assert grid.size == (3 * 32 + 2 * 2, 8 * 32 + 7 * 2)
     assert list((run / "tb").iterdir())
     records = read_log(run)
-    assert not [r for r in records if r["kind"] == "eval"]  # nothing to evaluate
+    evals = [r for r in records if r["kind"] == "eval"]  # no mIoU: translation quality only
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(k.startswith("translation.") for r in evals for k in r if k not in KEYS)
     lrs = [r["lr"] for r in records if r["kind"] == "train"]  # constant half, then to zero
     assert lrs == pytest.approx([2e-4, 2e-4 * 2 / 3, 2e-4 / 3, 0.0])
     # the export holds both generators; G_A loads into a ResnetGenerator

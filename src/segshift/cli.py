@@ -1,5 +1,5 @@
 """The ``segshift`` command line: train, eval, predict, data, config, list, demo, pipeline,
-pseudo-label, sweep, translate.
+pseudo-label, sweep, translate, score.
 
 Examples::
 
@@ -14,6 +14,7 @@ Examples::
     segshift sweep my.yaml --set data.streams.labeled.n_labeled=23,46 --set seed=0,1,2
     segshift translate train translate/synthcity data.streams.source.root=SIM ...
     segshift translate apply --checkpoint runs/translate/cyclegan_synthcity --data SIM --out TR
+    segshift score runs/dacs --data uda/dacs data.streams.target.root=PHOTO --all-checkpoints
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_parser(sub)
     _add_pseudo_label_parser(sub)
     _add_translate_parser(sub)
+    _add_score_parser(sub)
     return parser
 
 
@@ -236,12 +238,25 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("--out", help="sweep directory (default: <output_dir>/sweep_<name>)")
     sweep.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
+    sweep.add_argument(
+        "--select-by",
+        metavar="last|miou|score.NAME",
+        help="also choose each run's checkpoint (a pipeline's round) and the grid point, e.g. "
+        "by a label-free score: score.entropy (README: Adaptation quality without labels)",
+    )
 
 
 def _sweep(args: argparse.Namespace) -> None:
     from segshift.pipeline.sweep import run_sweep
 
-    run_sweep(args.config, args.sets, args.overrides, out=args.out, dry_run=args.dry_run)
+    run_sweep(
+        args.config,
+        args.sets,
+        args.overrides,
+        out=args.out,
+        dry_run=args.dry_run,
+        select_by=args.select_by,
+    )
 
 
 # --- pseudo-label -----------------------------------------------------------------------------
@@ -326,6 +341,56 @@ def _pseudo_label(args: argparse.Namespace) -> None:
             f"mIoU {100 * labels['miou']:.2f}, {100 * labels['coverage']:.2f}% of valid pixels kept"
         )
     print(f"wrote {args.out}: masks/, confidence/, report.md")
+
+
+# --- score ------------------------------------------------------------------------------------
+def _add_score_parser(sub: argparse._SubParsersAction) -> None:
+    from segshift.config import SCORE_NAMES
+
+    score = sub.add_parser(
+        "score",
+        help="label-free scores of a trained model on unlabeled target images",
+        description="Score a run directory, checkpoint or export on unlabeled target images "
+        f"without their labels ({', '.join(SCORE_NAMES)}; higher = better expected target "
+        "mIoU; README: Adaptation quality without labels). Example: segshift score runs/dacs "
+        "--data uda/dacs data.streams.target.root=PHOTO --source SIM --all-checkpoints "
+        "--json scores.json",
+    )
+    score.add_argument("target", metavar="RUN_OR_CHECKPOINT")
+    score.add_argument("overrides", nargs="*", help="dotted overrides of the --data config")
+    score.add_argument(
+        "--data",
+        required=True,
+        help="target images: dataset directory or config (its first unlabeled stream)",
+    )
+    score.add_argument("--source", help="labeled source: dataset directory or config")
+    score.add_argument("--scores", help="comma-separated names (default: all)")
+    score.add_argument(
+        "--all-checkpoints", action="store_true", help="every checkpoint of the run directory"
+    )
+    score.add_argument("--json", metavar="FILE", help="write the scores as JSON")
+    score.add_argument("--md", metavar="FILE", help="write the Markdown table")
+    score.add_argument("--batch-size", type=int, default=4)
+    score.add_argument("--max-images", type=int, help="at most N images, spread evenly")
+    score.add_argument("--workers", type=int, default=2, help="image-reading processes")
+
+
+def _score(args: argparse.Namespace) -> None:
+    from segshift.pipeline.scoring import score_command
+
+    score_command(
+        args.target,
+        args.data,
+        args.overrides,
+        source=args.source,
+        scores=args.scores,
+        all_checkpoints=args.all_checkpoints,
+        batch_size=args.batch_size,
+        max_images=args.max_images,
+        num_workers=args.workers,
+        json_path=args.json,
+        md_path=args.md,
+    )
 
 
 # --- translate --------------------------------------------------------------------------------
@@ -642,6 +707,7 @@ COMMANDS = {
     "sweep": _sweep,
     "pseudo-label": _pseudo_label,
     "translate": _translate,
+    "score": _score,
 }
 
 

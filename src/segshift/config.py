@@ -153,6 +153,9 @@ PRECISIONS = (
 )  # fmt: skip
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 EVAL_MODES = ("whole", "slide", "slide_unimatch")
+# The label-free scores of segshift.evaluation.scores (named here, below it, so that configs can
+# be checked at load time): higher = better predicted target mIoU.
+SCORE_NAMES = ("entropy", "infomax", "agreement", "class_shift", "snd", "mixval", "atc")
 
 
 # Keys of a dataset node that belong to its stream: a `concat` part cannot set them.
@@ -327,6 +330,9 @@ class TrainConfig:
     num_nodes: int = checked(1, check=at_least(1))
     strategy: str = "auto"
     sync_batchnorm: bool = False  # BatchNorm statistics across processes (UniMatch, U2PL, CPS)
+    # also keep the model of every N-th step as checkpoints/step_XXXXXX.pt (weights, config,
+    # label space: what eval / predict / score read), for choosing a checkpoint; 0: none
+    keep_checkpoints_every: int = checked(0, check=at_least(0))
     max_nonfinite: int = checked(3, check=at_least(0))
     deterministic: bool = False
     resume: bool = True
@@ -357,6 +363,13 @@ class EvalConfig:
     # also report miou_per_image: the mean over images of each image's mIoU (classes absent from
     # an image's label and prediction skipped), beside the dataset-level miou
     per_image_miou: bool = False
+    # label-free scores (segshift.evaluation.scores, names in SCORE_NAMES) of the eval model on
+    # a fixed subset of at most `unlabeled_images` images of the method's unlabeled stream
+    # (`unlabeled_stream`, null: the first unlabeled stream it reads), logged at every
+    # evaluation as score.<name> (log.jsonl, TensorBoard); higher = better adapted
+    unlabeled_scores: list[str] = field(default_factory=list)  # checked by _unknown_score
+    unlabeled_stream: str | None = None
+    unlabeled_images: int = checked(32, check=at_least(2))
 
 
 @dataclass
@@ -462,6 +475,22 @@ def _eval_needs_window(node: DictConfig) -> tuple[str, str] | None:
     return None
 
 
+def unknown_score(names: Any) -> str | None:
+    """Why ``names`` is not a list of label-free score names (with a did-you-mean), or None."""
+    if not isinstance(names, list):
+        return f"expected a list of score names ({', '.join(SCORE_NAMES)}), got {names!r}"
+    for name in names:
+        if name not in SCORE_NAMES:
+            hint = did_you_mean(str(name), list(SCORE_NAMES))
+            return f"unknown score '{name}'{hint}; known: {', '.join(SCORE_NAMES)}"
+    return None
+
+
+def _eval_problem(node: DictConfig) -> tuple[str, str] | None:
+    problem = unknown_score(_plain(node.unlabeled_scores)) if "unlabeled_scores" in node else None
+    return ("unlabeled_scores", problem) if problem else _eval_needs_window(node)
+
+
 def _output_dir_not_a_file(node: DictConfig) -> tuple[str, str] | None:
     # The nearest existing ancestor must be a directory, or the run fails after loading data.
     path = Path(str(node.output_dir)).expanduser()
@@ -520,7 +549,7 @@ def _concat_part_problem(node: DictConfig) -> tuple[str, str] | None:
 
 # Checks that involve several keys of one schema node; (key, message) when they fail.
 _NODE_CHECKS: dict[type, Callable[[DictConfig], tuple[str, str] | None]] = {
-    EvalConfig: _eval_needs_window,
+    EvalConfig: _eval_problem,
     Config: _output_dir_not_a_file,
     DatasetConfig: _concat_part_problem,
 }

@@ -164,6 +164,27 @@ def test_bad_pipeline_configs_name_the_key(pipeline_file: Path) -> None:
         run_pipeline(pipeline_file, ["pipeline.pseudo_label.stream=nowhere"])
     with pytest.raises(ConfigError, match="'pipeline.roundz' .did you mean 'rounds'"):
         load_pipeline_config(pipeline_file, ["pipeline.roundz=2"])
+    with pytest.raises(ConfigError, match="pipeline.select_by: .*did you mean 'entropy'"):
+        load_pipeline_config(pipeline_file, ["pipeline.select_by=score.entrpy"])
+
+
+def test_select_by_a_score_picks_the_round(pipeline_file: Path) -> None:
+    select = ["pipeline.rounds=1", "pipeline.select_by=score.entropy", "eval.unlabeled_images=3"]
+    result = run_pipeline(pipeline_file, select)
+    out = pipeline_file.parent / "runs" / "loop"
+    scored = {}
+    for stage in ("teacher", "student_1"):  # each model scored on the images it pseudo-labels
+        cache = json.loads((out / stage / "label_free_scores.json").read_text())
+        (scored[stage],) = cache.values()
+    chosen = max(scored, key=scored.get)
+    assert result["selected_stage"] == chosen
+    assert result["score.entropy"] == scored[chosen]
+    stage_result = json.loads((out / chosen / "stage.json").read_text())["result"]
+    assert result["miou"] == pytest.approx(stage_result["miou"])
+    summary = (out / "summary.md").read_text()
+    assert "| score.entropy |" in summary.splitlines()[2]
+    assert f"(selected) | {100 * stage_result['miou']:.2f}" in summary
+    assert f"{scored[chosen]:.4f}" in summary
 
 
 def test_per_round_schedule_repeats_its_last_value() -> None:

@@ -135,8 +135,9 @@ def _require_segmentation(label_space: Any, config: Any, origin: Path) -> None:
 
 def _load_export(
     weights: Path, overrides: list[str] | None
-) -> tuple[DictConfig, Any, dict[str, Any]]:
-    """A shared export: ``weights`` (the eval model's, safetensors) + ``config.json`` beside it."""
+) -> tuple[DictConfig, Any, dict[str, Any], int | None]:
+    """A shared export: ``weights`` (the eval model's, safetensors) + ``config.json`` beside it;
+    the last item is the step it was exported at."""
     meta_path = weights.parent / "config.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -155,7 +156,7 @@ def _load_export(
             f"{weights} does not fit the model of {meta_path}: {summary}"
         ) from None
     method.eval()
-    return cfg, method, label_space
+    return cfg, method, label_space, meta.get("step")
 
 
 def load_trained(
@@ -164,6 +165,13 @@ def load_trained(
     """Return (config, method in eval mode, label-space info) from a run directory, a checkpoint
     file, an export directory (``model.safetensors`` + ``config.json``) or its
     ``model.safetensors``."""
+    return load_trained_step(path, overrides)[:3]
+
+
+def load_trained_step(
+    path: str | Path, overrides: list[str] | None = None
+) -> tuple[DictConfig, Any, dict[str, Any], int | None]:
+    """:func:`load_trained` and the training step of the weights (None where not recorded)."""
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
         return _load_export(path, overrides)
@@ -175,4 +183,5 @@ def load_trained(
     method = build_method(cfg, len(label_space["class_names"]))
     load_method_state(method, state["method"], origin)
     method.eval()
-    return cfg, method, label_space
+    step = state.get("step")
+    return cfg, method, label_space, int(step) if step is not None else None

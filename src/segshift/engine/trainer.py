@@ -51,6 +51,7 @@ from segshift.engine.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from segshift.engine.label_free import TranslationScores, UnlabeledScores
 from segshift.engine.loaders import Stream, collate, evaluation_loader, shard_indices
 from segshift.engine.logging import RunLogger, drop_records_after
 from segshift.engine.schedules import build_scheduler
@@ -88,7 +89,8 @@ RESUME_RULES: tuple[tuple[str, str, str], ...] = (
     (r"(name|output_dir)", "location", ""),
     (r"train\.iters", "applied", "the learning-rate schedule is re-derived"),
     (
-        r"train\.(eval_every|ckpt_every|log_every|max_nonfinite|deterministic|accelerator|threads)",
+        r"train\.(eval_every|ckpt_every|log_every|max_nonfinite|deterministic|accelerator|threads"
+        r"|keep_checkpoints_every)",
         "applied",
         "",
     ),
@@ -254,6 +256,8 @@ class Trainer:
         self._notes: list[str] = []  # resume notes, printed once the logger exists
         self._sample_batches: dict[str, Any] | None = None  # fixed images of sample grids
         self._samples_step: int | None = None  # the step of the last sample grid written
+        self._unlabeled_scores: UnlabeledScores | None = None  # eval.unlabeled_scores
+        self._translation_scores: TranslationScores | None = None  # translate's quality
 
     # ----------------------------------------------------------------- set-up
     def _check_val_labels(self) -> Any:
@@ -690,6 +694,8 @@ class Trainer:
                 self._notes.append(f"--overwrite: removed the previous run in {self.run_dir}")
             self.fabric.barrier()
         self.setup_training()
+        self._unlabeled_scores = UnlabeledScores.for_trainer(self)
+        self._translation_scores = TranslationScores.for_trainer(self) if is_main else None
         had_log = (self.run_dir / "log.jsonl").exists()
         resumed = cfg.train.resume and not self.overwrite and self.resume()
         # only now, with the resume accepted, does this invocation write anything
@@ -797,6 +803,9 @@ class Trainer:
                     logger.message(f"checkpoint of step {step} postponed: the loss is non-finite")
                 if eval_due:
                     metrics = self._evaluate_step(logger)
+                keep = cfg.train.keep_checkpoints_every
+                if keep and step % keep == 0:
+                    self._keep_checkpoint(logger)
                 if stop_here:
                     self._settle()
                     logger.message(f"stopped at step {step} (train.stop_at); resume to go on")
@@ -844,6 +853,9 @@ class Trainer:
         """Evaluate and track the best; on an error, make sure this step's state is saved."""
         try:
             metrics = self.evaluate()
+            if self._unlabeled_scores is not None:  # label-free scores beside the mIoU
+                model = self.method.eval_model()
+                metrics.update(self._unlabeled_scores.measure(self.fabric, model))
             self._write_samples(logger)
         except BaseException:
             if self.fabric.world_size == 1 and self._latest_step != self.step:
@@ -877,8 +889,13 @@ class Trainer:
         try:
             with torch.no_grad(), self.fabric.autocast():
                 grid = self.method.visualise(batches)
+                scores = (
+                    self._translation_scores(self.fabric.device) if self._translation_scores else {}
+                )
         finally:
             self.method.train(training)
+        if scores:  # translation quality (segshift.engine.label_free)
+            logger.log(self.step, scores, kind="eval")
         if grid is None:
             return
         image = (grid.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
@@ -886,6 +903,18 @@ class Trainer:
         write_png(self.run_dir / "samples" / f"step_{self.step:06d}.png", image)
         logger.image("samples", image, self.step)
         self._samples_step = self.step
+
+    def _keep_checkpoint(self, logger: RunLogger) -> None:
+        """``train.keep_checkpoints_every``: the model of this step as ``step_XXXXXX.pt``
+        (what eval / predict / score read; no optimizer state)."""
+        if self.nonfinite or non_finite_entries(self.method.state_dict()):
+            logger.message(f"step_{self.step:06d}.pt not kept: non-finite loss or weights")
+            return
+        if self.fabric.global_rank == 0:
+            state = {"step": self.step, "method": self.method.state_dict()}
+            state |= {"config": stored_config(self.cfg), "label_space": self.label_space_info()}
+            save_checkpoint(self.ckpt_dir / f"step_{self.step:06d}.pt", state, keep_previous=False)
+        self.fabric.barrier()
 
     def _track_best(self, metrics: dict[str, Any], logger: RunLogger) -> None:
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, float | int)}

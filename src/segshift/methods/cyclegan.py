@@ -286,6 +286,11 @@ class CycleGAN(Method):
             {"source_to_target": self.source_to_target, "target_to_source": self.target_to_source}
         )
 
+    def translate(self, images: torch.Tensor) -> torch.Tensor:
+        """Source images (B, 3, H, W) RGB in [0, 1] in the target style, RGB in [0, 1] (the
+        trainer's translation scores call it; `segshift.engine.label_free`)."""
+        return from_gan_range(self.source_to_target(to_gan_range(images)))
+
     def visualise(self, batches: dict[str, dict[str, Any]]) -> torch.Tensor:
         """Rows ``source | translated | reconstructed`` for each fixed source image, then
         ``target | translated | reconstructed`` for each fixed target image."""

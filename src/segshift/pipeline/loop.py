@@ -15,7 +15,8 @@ and a stage whose hash is recorded as done is skipped. A crash resumes at the fi
 stage, and inside it from its checkpoint (or its written pseudo-label files). A stage whose
 config changed is moved to ``stale/`` (nothing is deleted), rerun, and so are the stages after
 it; the loop says which keys changed. ``summary.md``/``.csv``/``.png`` are rewritten after every
-stage.
+stage. ``select_by`` (last | miou | score.NAME: `segshift.pipeline.selection`) picks the round
+whose model the pipeline returns.
 
 Example config (``configs/pipeline/synthcity.yaml``)::
 
@@ -59,6 +60,7 @@ from segshift.errors import ConfigError, SegshiftError
 from segshift.fileio import atomic_write_bytes
 from segshift.pipeline.portable import portable, relocated
 from segshift.pipeline.report import val_classes
+from segshift.pipeline.selection import check_select_by
 from segshift.pipeline.stage_checks import (
     REAL_SHARES,
     SCALES,
@@ -132,6 +134,8 @@ class PipelineSpec:
     rounds: int = checked(2, check=at_least(0))
     baselines: dict[str, RunStage] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)  # applied to every training stage
+    # the model returned: last (student) | miou (data.val) | score.NAME (pipeline/selection.py)
+    select_by: str = "last"
 
 
 @dataclass
@@ -154,6 +158,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     keys = tuple(o.split("=", 1)[0].strip() for o in mine)
     cfg = merge_into_schema(PipelineConfig(), *layers, origin=str(file), overridden=keys)
     cfg.pipeline.overrides = [*cfg.pipeline.overrides, *stages]
+    check_select_by(cfg.pipeline.select_by, f"{file}: pipeline.select_by")
     return cfg
 
 
@@ -384,6 +389,14 @@ class Pipeline:
             self._train(f"student_{r}", self._student_config(r, previous, real), upstream)
             write_summary(self.dir, self.results, self.cfg)
             previous = f"student_{r}"
+        chosen, select_by = previous, self.spec.select_by
+        if select_by != "last":  # the round chosen by mIoU or a label-free score
+            from segshift.pipeline.selection import choose_stage, labeled_node
+
+            models = {s: r for s, r in self.results.items() if s in ("teacher", *self._students())}
+            images = teacher_cfg.eval.unlabeled_images
+            chosen = choose_stage(models, select_by, data, labeled_node(teacher_cfg), images)
+            models[chosen]["selected"] = True
         summary = write_summary(self.dir, self.results, self.cfg, final=True)
         summary["class_names"] = class_names(self.results)
         stages = {
@@ -391,12 +404,18 @@ class Pipeline:
             for stage, result in self.results.items()
             if result.get("kind") == "train" and result.get("miou") is not None
         }
+        scored = {k: v for k, v in self.results[chosen].items() if k.startswith("score.")}
         return {
             **summary,
+            **scored,
             "stage_miou": stages,
-            "miou": self.results[previous]["miou"],
-            "iou": self.results[previous]["iou"],
+            "selected_stage": chosen,
+            "miou": self.results[chosen]["miou"],
+            "iou": self.results[chosen]["iou"],
         }
+
+    def _students(self) -> list[str]:
+        return [f"student_{r}" for r in range(1, self.spec.rounds + 1)]
 
 
 def run_pipeline(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:

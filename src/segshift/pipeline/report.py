@@ -4,7 +4,8 @@ and colour-coded pseudo-label examples.
 ``summary.md``: one row per stage (baselines, teacher, pseudo-label rounds, students) with the
 model's mIoU, or for pseudo-labels their mIoU / pixel accuracy on the kept pixels and coverage
 where ground truth exists; then the per-class IoU of every trained stage. ``summary.csv`` holds
-the same numbers; ``summary.png`` plots mIoU against the round (0 = teacher) with the
+the same numbers (with ``select_by: score.NAME`` also each model's score, and the selected
+model marked); ``summary.png`` plots mIoU against the round (0 = teacher) with the
 pseudo-labels' mIoU and the baselines as horizontal lines.
 """
 
@@ -83,12 +84,13 @@ def write_summary(
 ) -> dict[str, Any]:
     """Write summary.md/.csv/.png for the stages in ``results``; return the table rows."""
     rows, classes = [], shared_classes(results)
+    scores = sorted({k for r in results.values() for k in r if k.startswith("score.")})
     for stage, result in results.items():
         if result.get("kind") == "train":
+            what = result["method"] + (" (selected)" if result.get("selected") else "")
             miou = common_miou(result, classes)
-            rows.append(
-                {"stage": stage, "what": result["method"], "miou": miou, "miou_run": result["miou"]}
-            )
+            rows.append({"stage": stage, "what": what, "miou": miou, "miou_run": result["miou"]})
+            rows[-1] |= {k: result[k] for k in scores if k in result}
         else:
             numbers = _pseudo_numbers(result)
             rows.append(
@@ -104,14 +106,16 @@ def write_summary(
     lines = [
         f"# Pipeline {cfg.name}" + ("" if final else " (in progress)"),
         "",
-        "| stage | what | mIoU | pseudo-label mIoU | pseudo-label pixel acc. | coverage |",
-        "|---|---|---|---|---|---|",
+        "| stage | what | mIoU | pseudo-label mIoU | pseudo-label pixel acc. | coverage |"
+        + "".join(f" {k} |" for k in scores),
+        "|---|---|---|---|---|---|" + "---|" * len(scores),
     ]
     for row in rows:
         lines.append(
             f"| {row['stage']} | {row['what']} | {_pct(row.get('miou'))} | "
             f"{_pct(row.get('pseudo_miou'))} | {_pct(row.get('pseudo_pixel_accuracy'))} | "
             f"{_pct(row.get('coverage'))} |"
+            + "".join(f" {row[k]:.4f} |" if k in row else " - |" for k in scores)
         )
     if classes is not None and any(r.get("miou") is not None for r in rows):
         lines += [
@@ -133,7 +137,7 @@ def write_summary(
 
     buffer = io.StringIO()
     fields = ["stage", "what", "miou", "pseudo_miou", "pseudo_pixel_accuracy", "coverage"]
-    fields.append("miou_run")
+    fields += ["miou_run", *scores]
     writer = csv.DictWriter(buffer, fieldnames=fields + [f"iou_{n}" for n in names])
     writer.writeheader()
     for row in rows:

@@ -50,6 +50,7 @@ from segshift.config import (
 from segshift.engine.trainer import Trainer
 from segshift.errors import ConfigError
 from segshift.fileio import atomic_write_bytes
+from segshift.pipeline.selection import check_select_by, sweep_selection
 
 SEED = "seed"
 # A pipeline point's mIoU of every training stage ({stage: fraction}; the baselines, the teacher,
@@ -65,6 +66,10 @@ RESULT_NEUTRAL_KEYS = (
     "train.resume",
     "data.num_workers",
     "train.threads",
+    "train.keep_checkpoints_every",
+    "eval.unlabeled_scores",
+    "eval.unlabeled_stream",
+    "eval.unlabeled_images",
 )
 
 
@@ -223,7 +228,7 @@ def _convert(metrics: dict, number: Any) -> dict:
     """``number`` applied to every metric (to each IoU of the list), class names left alone."""
 
     def convert(key: str, value: Any) -> Any:
-        if key == "class_names":
+        if key in ("class_names", "selected_stage"):
             return value
         if key == STAGES:
             return {stage: number(x) for stage, x in value.items()}
@@ -243,7 +248,8 @@ def _from_json(value: Any) -> float:
 def _result_record(metrics: dict) -> dict[str, Any]:
     """What the sweep keeps of a point's metrics: mIoU (and subsets), pixel accuracy, IoUs."""
     names = metrics.get("class_names") or [f"class_{i}" for i in range(len(metrics["iou"]))]
-    keep = {k: v for k, v in metrics.items() if k.startswith("miou") or k == "pixel_accuracy"}
+    keep = {k: v for k, v in metrics.items() if k.startswith(("miou", "score.", "selected_stage"))}
+    keep |= {k: v for k, v in metrics.items() if k == "pixel_accuracy"}
     if metrics.get(STAGES):
         keep[STAGES] = dict(metrics[STAGES])
     return {
@@ -455,13 +461,22 @@ def run_sweep(
     overrides: list[str] | None = None,
     out: str | Path | None = None,
     dry_run: bool = False,
+    select_by: str | None = None,
 ) -> dict[str, dict]:
     """Run (or, with ``dry_run``, list) the grid; return the finished points' metrics by name.
+
+    ``select_by`` (last | miou | score.NAME, `segshift.pipeline.selection`): also choose each
+    run's checkpoint (a pipeline's round) and the grid point, reported in ``sweep.md``.
 
     Example:
         >>> run_sweep("my.yaml", ["data.streams.labeled.n_labeled=23,46", "seed=0,1"])
     """
     overrides = list(overrides or [])
+    pipeline = is_pipeline_config(config)
+    if select_by is not None and pipeline:  # a pipeline chooses its round itself
+        overrides.append(f"pipeline.select_by={check_select_by(select_by)}")
+    elif select_by is not None:
+        check_select_by(select_by)
     axes = parse_axes(sets)
     out = Path(out) if out is not None else default_out(config, overrides)
     points = build_points(config, axes, overrides, out)
@@ -485,6 +500,10 @@ def run_sweep(
         if main_rank:
             write_outputs(out, axes, points, results, title)
     if results and main_rank:
-        print(write_outputs(out, axes, points, results, title), end="")
+        markdown = write_outputs(out, axes, points, results, title)
+        if select_by is not None:
+            markdown += sweep_selection(out, points, results, select_by, pipeline)
+            atomic_write_bytes(out / "sweep.md", markdown.encode())
+        print(markdown, end="")
         print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'} and {out / 'sweep.png'}")
     return results

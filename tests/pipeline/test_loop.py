@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -183,7 +185,10 @@ def test_select_by_a_score_picks_the_round(pipeline_file: Path) -> None:
     assert result["miou"] == pytest.approx(stage_result["miou"])
     summary = (out / "summary.md").read_text()
     assert "| score.entropy |" in summary.splitlines()[2]
-    assert f"(selected) | {100 * stage_result['miou']:.2f}" in summary
+    (row,) = [r for r in csv.DictReader(io.StringIO((out / "summary.csv").read_text()))
+              if r["what"].endswith("(selected)")]  # fmt: skip
+    assert float(row["miou_run"]) == pytest.approx(stage_result["miou"])
+    assert f"(selected) | {100 * float(row['miou']):.2f}" in summary
     assert f"{scored[chosen]:.4f}" in summary
 
 

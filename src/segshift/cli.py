@@ -1,5 +1,5 @@
-"""The ``segshift`` command line: train, eval, predict, data, config, list, demo, pipeline,
-pseudo-label, sweep, translate, score.
+"""The ``segshift`` command line: train, eval, predict, export, data, config, list, demo,
+pipeline, pseudo-label, sweep, translate, score.
 
 Examples::
 
@@ -7,6 +7,7 @@ Examples::
     segshift train --resume runs/source_only
     segshift eval runs/source_only --flip
     segshift predict photos/ --checkpoint runs/source_only --out preds/
+    segshift export runs/source_only --dynamic --quantize dynamic
     segshift data synthcity --out data/sim --style sim --n 200 --size 128x160 --seed 0
     segshift data check my.yaml --workers 4 --json check.json
     segshift pipeline pipeline/synthcity data.streams.source.root=SIM ...
@@ -105,12 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(sub.add_parser("train", help="train a method from a config"))
 
     ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint")
-    ev.add_argument("target", help="run directory, checkpoint file, or config (with --checkpoint)")
+    ev.add_argument(
+        "target", help="run directory, checkpoint file, model.onnx, or config (with --checkpoint)"
+    )
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.val.root=...")
     ev.add_argument(
         "--checkpoint",
-        help="checkpoint when TARGET is a config: a run directory, a segshift checkpoint, or a "
-        "released official DeepLab-v2 .pth (docs/OFFICIAL_CHECKPOINTS.md)",
+        help="checkpoint when TARGET is a config: a run directory, a segshift checkpoint, an "
+        "exported model.onnx (ONNX Runtime) or a released official DeepLab-v2 .pth "
+        "(docs/OFFICIAL_CHECKPOINTS.md)",
     )
     ev.add_argument("--out", help="directory for metrics.csv/json (default: RUN_DIR/eval)")
     _add_inference_options(ev)
@@ -126,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--checkpoint",
         required=True,
-        help="run directory, checkpoint file, export/ directory or its model.safetensors",
+        help="run directory, checkpoint file, export/ directory or its model.safetensors, or an "
+        "exported model.onnx (ONNX Runtime)",
     )
     pred.add_argument("--out", required=True, help="output directory")
     pred.add_argument(
@@ -211,7 +216,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pseudo_label_parser(sub)
     _add_translate_parser(sub)
     _add_score_parser(sub)
+    _add_export_parser(sub)
     return parser
+
+
+# --- export -----------------------------------------------------------------------------------
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser(
+        "export",
+        help="export a trained run to ONNX, checked against PyTorch on its validation images",
+        description="Write OUT (default RUN/export/model.onnx: input RGB [0, 1] NCHW float32, "
+        "normalisation inside) and OUT's .json (classes, palette, input size, normalisation, "
+        "parity). ONNX Runtime runs it on the first batches of the run's data.val; a parity "
+        "mismatch fails the command and writes nothing. Example: segshift export runs/fast "
+        "--dynamic --quantize dynamic",
+    )
+    export.add_argument("run", help="run directory, checkpoint, export/ or model.safetensors")
+    export.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.val.root=...")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset, 11..20 (default 17)")
+    export.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
+    export.add_argument("--size", help="input HxW (default: data.val.resize or a val image's)")
+    export.add_argument("--output", default="logits", choices=["logits", "argmax"])
+    export.add_argument("--out", help="the .onnx file to write")
+    export.add_argument(
+        "--quantize", choices=["dynamic"], help="also write OUT's .int8.onnx (dynamic int8)"
+    )
+    export.add_argument(
+        "--verify-batches", type=int, default=4, help="data.val batches to check (0: none)"
+    )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from segshift.pipeline.export_onnx import export_onnx
+
+    report = export_onnx(
+        args.run,
+        args.out,
+        opset=args.opset,
+        dynamic=args.dynamic,
+        output=args.output,
+        size=parse_hw("--size", args.size) if args.size else None,
+        quantize=args.quantize,
+        verify_batches=args.verify_batches,
+        overrides=args.overrides,
+    )
+    parity = report["parity"]
+    print(f"parity with PyTorch: {parity.line() if parity else 'not checked (--verify-batches 0)'}")
+    print(f"wrote {report['onnx']} and {report['json']}")
+    if "int8" in report:
+        int8 = report["int8_parity"]
+        print(f"int8 parity with PyTorch fp32: {int8.line() if int8 else 'not checked'}")
+        print(f"wrote {report['int8']} and {report['int8_json']}")
 
 
 # --- sweep ------------------------------------------------------------------------------------
@@ -564,7 +620,9 @@ def _eval(args: argparse.Namespace) -> None:
     order = load_eval_weights(  # refuses other classes; the same in another order: by name
         trainer.method, state, origin, class_names=trainer.label_space.class_names
     )
-    result = trainer.evaluate(progress=sys.stderr.isatty(), class_order=order)
+    result = trainer.evaluate(
+        progress=sys.stderr.isatty(), class_order=order, model=state.get("onnx")
+    )
     if trainer.fabric.global_rank != 0:
         return
     scored = scored_checkpoint(state, origin)  # which weights: best.pt is chosen on data.val
@@ -708,6 +766,7 @@ COMMANDS = {
     "pseudo-label": _pseudo_label,
     "translate": _translate,
     "score": _score,
+    "export": _export,
 }
 
 

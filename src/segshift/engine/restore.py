@@ -1,4 +1,9 @@
-"""Rebuild a trained method from a run directory or a checkpoint file, for eval and predict."""
+"""Rebuild a trained method from a run directory or a checkpoint file, for eval and predict.
+
+An exported ``.onnx`` file (``segshift export``) stands in for a checkpoint in eval and predict:
+its state is ``{"onnx": OnnxSegmenter, "label_space": ...}`` and its config the run's, stored
+in the file (`segshift.models.onnx_runtime`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from segshift.engine.trainer import build_method, load_method_state
 from segshift.errors import CheckpointError, ConfigError
 from segshift.models import drop_pretrained_weights
 from segshift.models.official import load_official_deeplabv2, read_official_checkpoint
+from segshift.models.onnx_runtime import OnnxSegmenter, is_onnx_file
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -35,11 +41,21 @@ def find_checkpoint(path: str | Path) -> Path:
 def read_eval_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
     """(state, path) of a segshift checkpoint or run directory, or ``({"official": weights},
     path)`` for a released official DeepLab-v2 state dict (see `segshift.models.official`)."""
+    if is_onnx_file(path):
+        return onnx_state(path), Path(path)
     path = find_checkpoint(path)
     official = read_official_checkpoint(path)
     if official is not None:
         return {"official": official}, path
     return load_checkpoint(path)
+
+
+def onnx_state(path: str | Path) -> dict[str, Any]:
+    """An exported model as a checkpoint state: ``onnx`` (the model, run by ONNX Runtime),
+    ``label_space`` and ``config`` (the run's) from the file's metadata."""
+    model = OnnxSegmenter(path)
+    meta = model.metadata
+    return {"onnx": model, "label_space": meta["label_space"], "config": meta.get("config")}
 
 
 def class_order(
@@ -89,6 +105,8 @@ def load_eval_weights(
                 file=sys.stderr,
                 flush=True,
             )
+    if "onnx" in state:
+        return order  # the model is the file's: Trainer.evaluate(model=state["onnx"])
     if "official" in state:
         load_official_deeplabv2(method.eval_model(), state["official"], str(origin))
     else:
@@ -97,8 +115,9 @@ def load_eval_weights(
 
 
 def eval_output_dir(state: dict[str, Any], origin: Path) -> Path:
-    """``<run>/eval`` for a segshift checkpoint, ``<file stem>_eval`` beside an official file."""
-    if "official" in state:
+    """``<run>/eval`` for a segshift checkpoint, ``<file stem>_eval`` beside an official or
+    ONNX file."""
+    if "official" in state or "onnx" in state:
         return origin.parent / f"{origin.stem}_eval"
     return origin.parent.parent / "eval"
 
@@ -113,8 +132,12 @@ def _merged(config: dict[str, Any], overrides: list[str] | None, origin: Path) -
 def config_from_checkpoint(
     path: str | Path, overrides: list[str] | None = None
 ) -> tuple[DictConfig, dict[str, Any], Path]:
-    """Return (config with overrides, checkpoint state, checkpoint path) for a run dir or file."""
-    state, origin = load_checkpoint(find_checkpoint(path))
+    """Return (config with overrides, checkpoint state, checkpoint path) for a run dir or file
+    (an exported ``.onnx`` file too)."""
+    if is_onnx_file(path):
+        state, origin = onnx_state(path), Path(path)
+    else:
+        state, origin = load_checkpoint(find_checkpoint(path))
     if "config" not in state or "label_space" not in state:
         raise CheckpointError(f"{origin} holds no config or label space: not a segshift checkpoint")
     _require_segmentation(state["label_space"], state["config"], origin)
@@ -147,7 +170,7 @@ def _load_export(
     _require_segmentation(label_space, config, meta_path)
     cfg = _merged(config, overrides, meta_path)
     drop_pretrained_weights(cfg.model)
-    method = build_method(cfg, len(label_space["class_names"]))
+    method = build_method(cfg, len(label_space["class_names"]) if label_space else 0)
     try:
         method.eval_model().load_state_dict(load_file(str(weights)))
     except (RuntimeError, OSError, SafetensorError) as err:
@@ -180,8 +203,27 @@ def load_trained_step(
     cfg, state, origin = config_from_checkpoint(path, overrides)
     label_space = state["label_space"]
     drop_pretrained_weights(cfg.model)  # the checkpoint holds the trained weights; no download
-    method = build_method(cfg, len(label_space["class_names"]))
+    method = build_method(cfg, len(label_space["class_names"]) if label_space else 0)
     load_method_state(method, state["method"], origin)
     method.eval()
     step = state.get("step")
     return cfg, method, label_space, int(step) if step is not None else None
+
+
+def load_segmenter(
+    path: str | Path, overrides: list[str] | None = None
+) -> tuple[DictConfig, Any, dict[str, Any]]:
+    """(config, segmentation model in eval mode, label-space info) for inference: what
+    `load_trained` reads (the method's ``eval_model()``), or an exported ``.onnx`` file run by
+    ONNX Runtime (`segshift.models.onnx_runtime.OnnxSegmenter`, config from the file)."""
+    if is_onnx_file(path):
+        cfg, state, _ = config_from_checkpoint(path, overrides)
+        return cfg, state["onnx"], state["label_space"]
+    cfg, method, label_space = load_trained(path, overrides)
+    model = method.eval_model()
+    if model is None:
+        raise ConfigError(
+            f"{path} is an image-translation run (method {cfg.method.name}): it has no "
+            "segmentation model"
+        )
+    return cfg, model.eval(), label_space

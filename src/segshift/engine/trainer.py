@@ -940,19 +940,24 @@ class Trainer:
             self.fabric.barrier()
 
     def evaluate(
-        self, progress: bool = False, class_order: list[int] | None = None
+        self,
+        progress: bool = False,
+        class_order: list[int] | None = None,
+        model: torch.nn.Module | None = None,
     ) -> dict[str, Any]:
-        """Evaluate the method's eval model on the validation set, summed over ranks.
+        """Evaluate the method's eval model (or ``model``, e.g. an exported ONNX model) on the
+        validation set, summed over ranks.
 
         ``class_order``: the model's output channel of each validation class, for a checkpoint
         whose classes the data lists in another order (`segshift.engine.restore.class_order`).
         """
         loader = self.val_loader()
-        if loader is None or self.method.eval_model() is None:  # None: a translation method
+        model = model if model is not None else self.method.eval_model()
+        if loader is None or model is None:  # None: a translation method
             return {}
         ev = self.cfg.eval
         result = evaluate(  # switches the model to eval mode and back
-            self.method.eval_model(),
+            model,
             loader,
             self.num_classes,
             mode=ev.mode,

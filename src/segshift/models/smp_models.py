@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -51,6 +50,9 @@ class SmpSegmenter(nn.Module):
 
     align_corners = False  # how consumers resize the logits; set by build_model
     head_dropout = 0.0  # dropout on the head's input in training (model.dropout); build_model
+    # Set while an ONNX export with dynamic sizes traces the model: the graph then pads and crops
+    # at every input size (a trace records one branch; the sizes are tensors in it).
+    traced_any_size = False
 
     def __init__(self, net: smp.base.SegmentationModel) -> None:
         super().__init__()
@@ -67,9 +69,12 @@ class SmpSegmenter(nn.Module):
         height, width = x.shape[-2:]
         stride = self.net.encoder.output_stride if self.net.requires_divisible_input_shape else 1
         pad_h, pad_w = -height % stride, -width % stride
-        if pad_h or pad_w:
+        if self._pads_always() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return x, pad_h, pad_w
+
+    def _pads_always(self) -> bool:
+        return self.traced_any_size and torch.jit.is_tracing()
 
     @property
     def feat_channels(self) -> int:
@@ -99,9 +104,10 @@ class SmpSegmenter(nn.Module):
             features = list(perturb(list(features)))
         feat = self.net.decoder(features)
         out = self.net.segmentation_head(F.dropout(feat, self.head_dropout, self.training))
-        if pad_h or pad_w:
-            out_h = math.ceil(height * out.shape[-2] / x.shape[-2])
-            out_w = math.ceil(width * out.shape[-1] / x.shape[-1])
+        if self._pads_always() or pad_h or pad_w:
+            # ceil(height * out_h / padded_h) in integer arithmetic, which a trace records
+            out_h = (height * out.shape[-2] + x.shape[-2] - 1) // x.shape[-2]
+            out_w = (width * out.shape[-1] + x.shape[-1] - 1) // x.shape[-1]
             out = out[..., :out_h, :out_w]
         return {"out": out, "feat": feat} if return_feat else {"out": out}
 

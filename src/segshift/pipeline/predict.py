@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from segshift.data.io import IMAGE_SUFFIXES, list_images, read_image
-from segshift.engine.restore import load_trained
+from segshift.engine.restore import load_segmenter
 from segshift.errors import DataError
 from segshift.evaluation import (
     colorize,
@@ -116,14 +116,14 @@ def predict_images(
     ground truth | prediction. Every mask is found and read before anything is written.
 
     ``checkpoint``: a run directory, a checkpoint file, an ``export/`` directory or its
-    ``model.safetensors``. Images are resized to the validation resize of the run's config (if
+    ``model.safetensors``, or an exported ``model.onnx`` (run by ONNX Runtime). Images are resized to the validation resize of the run's config (if
     it has one) for the forward pass; masks come back at each image's own size. Files already
     written stay if a later image fails. Inputs sharing a stem get distinct names
     (:func:`output_names`), so no output overwrites another.
     """
-    cfg, method, label_space = load_trained(checkpoint, overrides)
+    cfg, model, label_space = load_segmenter(checkpoint, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = method.eval_model().to(device).eval()
+    model = model.to(device).eval()
     val = cfg.data.val
     # The evaluation transform of the run: the same resize and interpolation as validation.
     transform = build_transform(

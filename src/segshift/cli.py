@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from segshift.errors import SegshiftError, TrainingInterrupted
+from segshift.pipeline.launch import add_launcher_arguments, options_from_args
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("config", help="pipeline YAML file or packaged name (pipeline/synthcity)")
     pipe.add_argument("overrides", nargs="*", help="dotted overrides")
+    add_launcher_arguments(pipe)
     _add_sweep_parser(sub)
     _add_pseudo_label_parser(sub)
     _add_translate_parser(sub)
@@ -228,12 +230,16 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("--out", help="sweep directory (default: <output_dir>/sweep_<name>)")
     sweep.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
+    add_launcher_arguments(sweep)
 
 
 def _sweep(args: argparse.Namespace) -> None:
+    from segshift.pipeline.launch_sweep import SubmititSweep
     from segshift.pipeline.sweep import run_sweep
 
-    run_sweep(args.config, args.sets, args.overrides, out=args.out, dry_run=args.dry_run)
+    options = options_from_args(args)
+    launcher = SubmititSweep(options) if options else None
+    run_sweep(args.config, args.sets, args.overrides, args.out, args.dry_run, launcher)
 
 
 # --- pseudo-label -----------------------------------------------------------------------------
@@ -577,6 +583,12 @@ def _init(args: argparse.Namespace) -> None:
 def _pipeline(args: argparse.Namespace) -> None:
     from segshift.pipeline.loop import StageStopped, run_pipeline
 
+    options = options_from_args(args)
+    if options is not None:  # one cluster job per stage
+        from segshift.pipeline.launch_pipeline import submit_pipeline
+
+        submit_pipeline(args.config, args.overrides, options)
+        return
     try:
         run_pipeline(args.config, args.overrides)
     except StageStopped as stop:  # train.stop_at, as `segshift train` does: not an error

@@ -27,6 +27,7 @@ top-level ``pipeline:`` key, run by ``segshift.pipeline.loop.run_pipeline``); se
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -455,8 +456,12 @@ def run_sweep(
     overrides: list[str] | None = None,
     out: str | Path | None = None,
     dry_run: bool = False,
+    launcher: Any | None = None,
 ) -> dict[str, dict]:
     """Run (or, with ``dry_run``, list) the grid; return the finished points' metrics by name.
+
+    ``launcher``: run the points elsewhere, e.g. as cluster jobs
+    (``launch_sweep.SubmititSweep``); None runs them here, one after the other.
 
     Example:
         >>> run_sweep("my.yaml", ["data.streams.labeled.n_labeled=23,46", "seed=0,1"])
@@ -468,7 +473,11 @@ def run_sweep(
     title = Path(str(config)).stem
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one writer
     results: dict[str, dict] = {}
-    for index, point in enumerate(points, 1):
+    here = points
+    if launcher is not None and not dry_run:
+        on_result = functools.partial(write_outputs, out, axes, points, title=title)
+        results, here = launcher.run_points(config, points, on_result), []
+    for index, point in enumerate(here, 1):
         result = read_result(point)
         state = "done" if result is not None else "to run"
         print(f"[{index}/{len(points)}] {point.name} ({state})")

@@ -12,6 +12,7 @@ Examples::
     segshift pipeline pipeline/synthcity data.streams.source.root=SIM ...
     segshift pseudo-label --checkpoint runs/teacher --data my.yaml --out pseudo/ --rule cbst
     segshift sweep my.yaml --set data.streams.labeled.n_labeled=23,46 --set seed=0,1,2
+    segshift sweep my.yaml --set seed=0,1,2 --launcher submitit --partition gpu --time 60
     segshift translate train translate/synthcity data.streams.source.root=SIM ...
     segshift translate apply --checkpoint runs/translate/cyclegan_synthcity --data SIM --out TR
 """

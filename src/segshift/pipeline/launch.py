@@ -28,6 +28,7 @@ held and ends without training.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -96,6 +97,12 @@ def options_from_args(args: argparse.Namespace) -> JobOptions | None:
             flags = ", ".join("--" + n.replace("_", "-") for n in given or ["cluster"])
             raise ConfigError(f"{flags}: only with --launcher submitit")
         return None
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--launcher submitit needs the submitit package: pip install 'segshift[cluster]'"
+        ) from None
     for name in ("gpus_per_job", "nodes", "time", "cpus_per_task", "max_jobs"):
         value, low = getattr(args, name), 0 if name == "gpus_per_job" else 1
         if value is not None and value < low:
@@ -191,6 +198,7 @@ class JobRecord:
 
 
 LIVE_JOBS: dict[str, Any] = {}  # job id -> the submitit Job this process submitted
+atexit.register(lambda: LIVE_JOBS.clear())  # drop them while submitit can still be imported
 
 
 def submit(executor: Any, cluster: str, function: Callable, *args: Any) -> JobRecord:
@@ -204,7 +212,10 @@ def job_state(record: JobRecord) -> str | None:
     """The job's scheduler state while it is in flight (PENDING, RUNNING...), else None."""
     job = LIVE_JOBS.get(record.job_id)
     if job is not None and record.cluster == "local":
-        return None if job.done() else "RUNNING"
+        if job.done():
+            LIVE_JOBS.pop(record.job_id)
+            return None
+        return "RUNNING"
     if record.cluster == "slurm":
         job = job or record.job()
         state = job.watcher.get_state(record.job_id).split()[0].upper()
@@ -258,11 +269,12 @@ def hold_lock(directory: Path, reentrant: bool = False) -> tuple[DirectoryLock |
 
 
 def job_rank() -> tuple[int, int, str]:
-    """(global rank, number of tasks, job id) of the submitit task this process is."""
+    """(global rank, number of tasks, job id + restart count) of this submitit task."""
     import submitit
 
     env = submitit.JobEnvironment()
-    return env.global_rank, env.num_tasks, str(env.job_id)
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")  # a requeued job keeps its id
+    return env.global_rank, env.num_tasks, f"{env.job_id}.{restarts}"
 
 
 def export_distributed_env() -> None:

@@ -21,7 +21,8 @@ chart when no axis is numeric) are rewritten atomically, so an interrupted sweep
 
 A point is a training config (``Trainer(cfg).fit()``) or a pipeline config (a YAML file with a
 top-level ``pipeline:`` key, run by ``segshift.pipeline.loop.run_pipeline``); see
-:func:`run_point`.
+:func:`run_point`. ``--launcher submitit`` runs every point as a cluster job instead
+(``pipeline/launch_sweep.py``).
 """
 
 from __future__ import annotations

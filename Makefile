@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,pretrained,export]'
+	$(PIP) install --quiet -e '.[dev,pretrained,export,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)

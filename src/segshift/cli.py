@@ -13,6 +13,7 @@ Examples::
     segshift pipeline pipeline/synthcity data.streams.source.root=SIM ...
     segshift pseudo-label --checkpoint runs/teacher --data my.yaml --out pseudo/ --rule cbst
     segshift sweep my.yaml --set data.streams.labeled.n_labeled=23,46 --set seed=0,1,2
+    segshift sweep my.yaml --set seed=0,1,2 --launcher submitit --partition gpu --time 60
     segshift translate train translate/synthcity data.streams.source.root=SIM ...
     segshift translate apply --checkpoint runs/translate/cyclegan_synthcity --data SIM --out TR
     segshift score runs/dacs --data uda/dacs data.streams.target.root=PHOTO --all-checkpoints
@@ -27,6 +28,7 @@ from typing import Any
 
 from segshift.errors import SegshiftError, TrainingInterrupted
 from segshift.fileio import check_output_directory
+from segshift.pipeline.launch import add_launcher_arguments, options_from_args
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("config", help="pipeline YAML file or packaged name (pipeline/synthcity)")
     pipe.add_argument("overrides", nargs="*", help="dotted overrides")
+    add_launcher_arguments(pipe)
     _add_sweep_parser(sub)
     _add_pseudo_label_parser(sub)
     _add_translate_parser(sub)
@@ -300,11 +303,15 @@ def _add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         help="also choose each run's checkpoint (a pipeline's round) and the grid point, e.g. "
         "by a label-free score: score.entropy (README: Adaptation quality without labels)",
     )
+    add_launcher_arguments(sweep)
 
 
 def _sweep(args: argparse.Namespace) -> None:
+    from segshift.pipeline.launch_sweep import SubmititSweep
     from segshift.pipeline.sweep import run_sweep
 
+    options = options_from_args(args)
+    launcher = SubmititSweep(options) if options else None
     run_sweep(
         args.config,
         args.sets,
@@ -312,6 +319,7 @@ def _sweep(args: argparse.Namespace) -> None:
         out=args.out,
         dry_run=args.dry_run,
         select_by=args.select_by,
+        launcher=launcher,
     )
 
 
@@ -740,6 +748,12 @@ def _init(args: argparse.Namespace) -> None:
 def _pipeline(args: argparse.Namespace) -> None:
     from segshift.pipeline.loop import StageStopped, run_pipeline
 
+    options = options_from_args(args)
+    if options is not None:  # one cluster job per stage
+        from segshift.pipeline.launch_pipeline import submit_pipeline
+
+        submit_pipeline(args.config, args.overrides, options)
+        return
     try:
         run_pipeline(args.config, args.overrides)
     except StageStopped as stop:  # train.stop_at, as `segshift train` does: not an error

@@ -135,14 +135,24 @@ class DirectoryLock:
     killed process never blocks: the next owner takes it over, and :meth:`acquire` says whose it
     was. The file holds ``"<pid> <host>"`` while locked and is emptied on release (not deleted:
     deleting would let two processes lock two different files of the same name).
+
+    ``acquire(reentrant=True)`` lets later locks of the same process on the same directory enter
+    (nested, a no-op) instead of being refused: a cluster job holds its run directory from
+    start to end, and the training it runs in-process takes the lock again
+    (``segshift.pipeline.launch``).
     """
+
+    # (st_dev, st_ino) of the lock files this process holds with reentrant=True
+    _reentrant: dict[tuple[int, int], DirectoryLock] = {}
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         self.path = self.directory / ".lock"
         self._fd: int | None = None
+        self._key: tuple[int, int] | None = None
+        self._nested = False
 
-    def acquire(self) -> str | None:
+    def acquire(self, reentrant: bool = False) -> str | None:
         """Take the lock or raise `RunLockedError` naming the holder; returns a note when a lock
         left behind by a dead process was taken over, else None."""
         import fcntl
@@ -153,6 +163,12 @@ class DirectoryLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, new_file_mode())
         except OSError as err:
             raise self._write_error(err) from None
+        stat = os.fstat(fd)
+        key = (stat.st_dev, stat.st_ino)
+        if key in DirectoryLock._reentrant:  # held by this process for what it runs
+            os.close(fd)
+            self._nested = True
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -173,6 +189,9 @@ class DirectoryLock:
             os.close(fd)
             raise self._write_error(err) from None
         self._fd = fd
+        if reentrant:
+            self._key = key
+            DirectoryLock._reentrant[key] = self
         if left and left != mine:
             return (
                 f"took over the lock {self.path} left by process {left}, which no longer runs "
@@ -185,13 +204,45 @@ class DirectoryLock:
         return WriteError(err.errno, f"cannot lock {self.directory} ({self.path}): {reason}")
 
     def release(self) -> None:
+        if self._nested:
+            self._nested = False
+            return
         if self._fd is None:
             return
         import fcntl
 
+        if self._key is not None:
+            DirectoryLock._reentrant.pop(self._key, None)
+            self._key = None
         try:
             os.ftruncate(self._fd, 0)  # released cleanly: the next owner has nothing to report
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def lock_holder(directory: str | os.PathLike) -> str | None:
+    """``"<pid> <host>"`` of the live process holding ``directory``'s `DirectoryLock`, else None.
+
+    Probes with a non-blocking flock taken and dropped at once (the file is not changed); a
+    process acquiring the lock in that instant is refused, so callers that start jobs retry
+    (``segshift.pipeline.launch``). Across machines this is as reliable as flock on the shared
+    file system (NFS: yes; Lustre: with the ``flock`` mount option).
+    """
+    import fcntl
+
+    path = Path(directory) / ".lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

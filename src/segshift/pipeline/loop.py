@@ -361,8 +361,21 @@ class Pipeline:
         shares = " + ".join(f"{counts[n]} {n}" for n in names)
         print(f"[pipeline] student batch: {shares} images")
 
-    def run(self) -> dict[str, Any]:
-        """Run every stage not done yet; return the summary (also written to disk)."""
+    def stage_names(self) -> list[str]:
+        """The stages in the order they run: baselines, teacher, pseudo_r and student_r."""
+        rounds = [
+            s for r in range(1, self.spec.rounds + 1) for s in (f"pseudo_{r}", f"student_{r}")
+        ]
+        return [*(f"baseline_{name}" for name in self.spec.baselines), "teacher", *rounds]
+
+    def stage_done(self, stage: str) -> bool:
+        """Whether ``stage`` is recorded as done (with the config it last ran with)."""
+        marker = self._marker(stage)
+        return marker.is_file() and bool(json.loads(marker.read_text()).get("done"))
+
+    def run(self, until: str | None = None) -> dict[str, Any]:
+        """Run every stage not done yet; return the summary (also written to disk). ``until``:
+        stop after that stage and return its result (one cluster job per stage)."""
         from segshift.pipeline.report import class_names, write_summary
 
         teacher_cfg = check_stages(self)  # every stage's config, before anything trains
@@ -374,6 +387,8 @@ class Pipeline:
         for name, run in self.spec.baselines.items():
             self._train(f"baseline_{name}", self._run_config(run, f"baseline_{name}"), [])
             write_summary(self.dir, self.results, self.cfg)
+            if until == f"baseline_{name}":
+                return self.results[until]
         # resolved here: the stream may interpolate other keys (uda/joint's n_labeled)
         real = OmegaConf.create(
             OmegaConf.to_container(teacher_cfg.data.streams[stream], resolve=True)
@@ -383,8 +398,12 @@ class Pipeline:
         write_summary(self.dir, self.results, self.cfg)
         previous = "teacher"
         for r in range(1, self.spec.rounds + 1):
+            if until == previous:
+                return self.results[until]
             self._pseudo_label(r, previous, data)
             write_summary(self.dir, self.results, self.cfg)
+            if until == f"pseudo_{r}":
+                return self.results[until]
             upstream = [f"pseudo_{r}"] + ([previous] if self.spec.student.init == "teacher" else [])
             self._train(f"student_{r}", self._student_config(r, previous, real), upstream)
             write_summary(self.dir, self.results, self.cfg)

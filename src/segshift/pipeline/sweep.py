@@ -21,12 +21,14 @@ chart when no axis is numeric) are rewritten atomically, so an interrupted sweep
 
 A point is a training config (``Trainer(cfg).fit()``) or a pipeline config (a YAML file with a
 top-level ``pipeline:`` key, run by ``segshift.pipeline.loop.run_pipeline``); see
-:func:`run_point`.
+:func:`run_point`. ``--launcher submitit`` runs every point as a cluster job instead
+(``pipeline/launch_sweep.py``).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -462,11 +464,14 @@ def run_sweep(
     out: str | Path | None = None,
     dry_run: bool = False,
     select_by: str | None = None,
+    launcher: Any | None = None,
 ) -> dict[str, dict]:
     """Run (or, with ``dry_run``, list) the grid; return the finished points' metrics by name.
 
     ``select_by`` (last | miou | score.NAME, `segshift.pipeline.selection`): also choose each
     run's checkpoint (a pipeline's round) and the grid point, reported in ``sweep.md``.
+    ``launcher``: run the points elsewhere, e.g. as cluster jobs
+    (``launch_sweep.SubmititSweep``); None runs them here, one after the other.
 
     Example:
         >>> run_sweep("my.yaml", ["data.streams.labeled.n_labeled=23,46", "seed=0,1"])
@@ -483,7 +488,11 @@ def run_sweep(
     title = Path(str(config)).stem
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one writer
     results: dict[str, dict] = {}
-    for index, point in enumerate(points, 1):
+    here = points
+    if launcher is not None and not dry_run:
+        on_result = functools.partial(write_outputs, out, axes, points, title=title)
+        results, here = launcher.run_points(config, points, on_result), []
+    for index, point in enumerate(here, 1):
         result = read_result(point)
         state = "done" if result is not None else "to run"
         print(f"[{index}/{len(points)}] {point.name} ({state})")

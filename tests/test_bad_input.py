@@ -10,7 +10,7 @@ import pytest
 from segshift.cli import main
 from segshift.engine.checkpoint import load_checkpoint
 from segshift.engine.trainer import Trainer
-from segshift.errors import CheckpointError, DataError
+from segshift.errors import ConfigError, DataError
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -48,7 +48,8 @@ def test_checkpoint_from_another_model(tiny_config, tmp_path: Path, capsys) -> N
     trainer = Trainer(tiny_config())
     trainer.fit()
     other = tiny_config("model.encoder=resnet34")
-    with pytest.raises(CheckpointError, match="does not fit"):
+    # Resuming names the changed key before any state is loaded.
+    with pytest.raises(ConfigError, match="model.encoder: 'resnet18' -> 'resnet34'"):
         Trainer(other).resume(trainer.run_dir / "checkpoints" / "latest.pt")
     config = tmp_path / "other.yaml"
     from omegaconf import OmegaConf

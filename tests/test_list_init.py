@@ -40,7 +40,7 @@ def test_list_keeps_registry_lines_and_adds_configs_and_label_spaces(capsys) -> 
     spaces = {name: row.split()[1:] for name, row in sections["label"].items()}
     assert spaces["cityscapes"] == spaces["synthia19"] == ["19", "classes"]
     assert (spaces["camvid"], spaces["synthia16"]) == (["11", "classes"], ["16", "classes"])
-    assert sections["dataset"]["voc"].split()[1:] == ["mask_dirs,", "remap"]
+    assert sections["dataset"]["voc"].split()[1:] == ["fit_masks,", "mask_dirs,", "remap"]
 
 
 @pytest.mark.parametrize("dataset", DATASETS.names())

@@ -19,6 +19,8 @@ from segshift.registry import DATASETS, METHODS, MODELS
 # Options shared by every dataset (``SegDataset``), then each dataset's own.
 OPTION_HELP: dict[str, dict[str, str]] = {
     "*": {
+        "fit_masks": "true: resize a mask whose size differs from its image's to the image's "
+        "size (nearest) instead of refusing it; data check and training say how many",
         "remap": "map this dataset's classes onto common ones: {classes: [common class, ...], "
         "map: {own class: common class or null}} (streams of different label spaces train "
         "together; classes named alike map by themselves, the rest are ignored)",

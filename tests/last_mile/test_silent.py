@@ -57,7 +57,7 @@ def test_crop_larger_than_every_image_and_inherited_subsets_are_said(
     out = capsys.readouterr().out
     assert (
         "WARNING: data.streams.labeled.crop_size [64, 64] is larger than every image (32x40 "
-        "(HxW) at most)"
+        "(HxW) at most, x1.25 by scale_range)"
     ) in out
     assert "note: data.streams.labeled.concat[0] reads the stream's n_labeled=4" in out
 

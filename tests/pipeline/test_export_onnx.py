@@ -69,10 +69,6 @@ def test_dynamic_export_runs_any_batch_and_size(run: Path, dynamic: Path) -> Non
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.skip(
-    reason="broken by the merge with issue 25's eval changes (eval RUN_DIR scores best.pt, "
-    "metrics.json layout; predict reads the run through another path): to fix next session"
-)
 @pytest.mark.parametrize("inference", [[], ["--mode", "slide", "--crop", "24x32", "--flip"]])
 def test_eval_through_onnx_gives_the_pytorch_miou(run, dynamic, inference, tmp_path) -> None:
     assert main(["eval", str(run), "--out", str(tmp_path / "torch"), *inference]) == 0
@@ -81,9 +77,11 @@ def test_eval_through_onnx_gives_the_pytorch_miou(run, dynamic, inference, tmp_p
     args = ["eval", config, "--checkpoint", str(dynamic), "--out", str(tmp_path / "cfg")]
     assert main([*args, *inference]) == 0
     expected = metrics(tmp_path / "torch")
-    for other in ("onnx", "cfg"):
-        assert metrics(tmp_path / other)["miou"] == expected["miou"]
-        assert metrics(tmp_path / other)["iou"] == expected["iou"]
+    for other in ("onnx", "cfg"):  # the issue's target: the same mIoU within 0.05 points
+        assert metrics(tmp_path / other)["miou"] == pytest.approx(expected["miou"], abs=5e-4)
+        got = [c["iou"] for c in metrics(tmp_path / other)["classes"]]
+        want = [c["iou"] for c in expected["classes"]]
+        assert got == pytest.approx(want, abs=5e-3, nan_ok=True)
 
 
 @pytest.mark.skip(
